@@ -1,0 +1,87 @@
+"""BroNet: the residual MLP with LayerNorm that BRC scales up (BRC.md, "Networks").
+
+Layers take batched inputs `[..., features]` directly, so a whole minibatch is one matmul
+and no per-example vmap is needed.
+"""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+class Dense(eqx.Module):
+    """`x @ kernel + bias` with an orthogonal kernel and a zero bias."""
+
+    kernel: jax.Array  # [in, out]
+    bias: jax.Array  # [out]
+
+    def __init__(self, key, in_features: int, out_features: int, gain: float = math.sqrt(2.0)):
+        init = jax.nn.initializers.orthogonal(scale=gain)
+        self.kernel = init(key, (in_features, out_features), jnp.float32)
+        self.bias = jnp.zeros((out_features,), jnp.float32)
+
+    def __call__(self, x, compute_dtype=None):
+        if compute_dtype is None:
+            return x @ self.kernel + self.bias
+        # Mixed precision: matmul inputs in `compute_dtype`, accumulation and output in f32.
+        y = jnp.matmul(x.astype(compute_dtype), self.kernel.astype(compute_dtype),
+                       preferred_element_type=jnp.float32)
+        return y + self.bias
+
+
+class LayerNorm(eqx.Module):
+    """LayerNorm over the last axis with a learned scale and bias (flax's eps)."""
+
+    scale: jax.Array
+    bias: jax.Array
+    eps: float = eqx.field(static=True, default=1e-6)
+
+    def __init__(self, features: int, eps: float = 1e-6):
+        self.scale = jnp.ones((features,), jnp.float32)
+        self.bias = jnp.zeros((features,), jnp.float32)
+        self.eps = eps
+
+    def __call__(self, x):
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale + self.bias
+
+
+class ResidualBlock(eqx.Module):
+    """`x + LN(Dense(ReLU(LN(Dense(x)))))`."""
+
+    dense1: Dense
+    norm1: LayerNorm
+    dense2: Dense
+    norm2: LayerNorm
+
+    def __init__(self, key, width: int):
+        k1, k2 = jax.random.split(key)
+        self.dense1, self.norm1 = Dense(k1, width, width), LayerNorm(width)
+        self.dense2, self.norm2 = Dense(k2, width, width), LayerNorm(width)
+
+    def __call__(self, x, compute_dtype=None):
+        h = jax.nn.relu(self.norm1(self.dense1(x, compute_dtype)))
+        return x + self.norm2(self.dense2(h, compute_dtype))
+
+
+class BroNet(eqx.Module):
+    """`Dense -> LN -> ReLU`, then `depth` residual blocks; nothing after the last block."""
+
+    stem: Dense
+    stem_norm: LayerNorm
+    blocks: tuple[ResidualBlock, ...]
+
+    def __init__(self, key, in_features: int, width: int, depth: int):
+        keys = jax.random.split(key, depth + 1)
+        self.stem = Dense(keys[0], in_features, width)
+        self.stem_norm = LayerNorm(width)
+        self.blocks = tuple(ResidualBlock(k, width) for k in keys[1:])
+
+    def __call__(self, x, compute_dtype=None):
+        x = jax.nn.relu(self.stem_norm(self.stem(x, compute_dtype)))
+        for block in self.blocks:
+            x = block(x, compute_dtype)
+        return x

@@ -1,0 +1,136 @@
+"""The training program: `make_train(config, env, eval_env, agent)` -> jittable pieces.
+
+Data flows one way: env -> transition -> buffer -> batch -> update -> params -> policy.
+
+- `init(key)`: a fresh `TrainState` for one seed.
+- `chunk(state, it)`: `config.chunk` iterations in one `lax.scan`. One iteration: act (uniform
+  random during warm-up), step every task, insert, update the reward normaliser, then `utd`
+  gradient steps once warm-up is over. `it`, the iteration counter, is passed unbatched, so
+  under a vmap over seeds the warm-up switches stay real branches.
+- `evaluate(agent_state, key)`: deterministic policy, `eval_episodes` per task -> `[T]` means.
+- `train(key)`: the whole run as one pure function (no host in the loop), for sweeps and pods.
+
+The host loop that calls these lives in `purejaxbrc.run`.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purejaxbrc import buffer, normalizer
+from purejaxbrc.buffer import Transition
+
+
+class TrainState(NamedTuple):
+    agent: Any
+    buffer: buffer.BufferState
+    norm: normalizer.NormalizerState
+    env: Any
+    obs: jax.Array  # [T, E, ...] observation to act on
+    key: jax.Array
+    eval_key: jax.Array  # evaluation environments are seeded apart from training ones
+
+
+class Trainer(NamedTuple):
+    init: Any
+    chunk: Any
+    evaluate: Any
+    train: Any
+
+
+def _flat(x):
+    return x.reshape((-1,) + x.shape[2:])
+
+
+def make_train(config, env, eval_env, agent) -> Trainer:
+    num_tasks, num_envs = env.num_tasks, env.num_envs
+    task_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None], (num_tasks, num_envs))
+
+    def init(key) -> TrainState:
+        k_agent, k_env, k_loop = jax.random.split(key, 3)
+        agent_state = agent.init(k_agent)
+        env_state, obs = env.reset(k_env)
+        example = Transition(obs=obs[0, 0], action=agent.random_action(k_loop, task_ids)[0, 0],
+                             reward=jnp.float32(0), terminated=jnp.bool_(False),
+                             truncated=jnp.bool_(False), next_obs=obs[0, 0])
+        return TrainState(
+            agent=agent_state,
+            buffer=buffer.init(example, num_tasks, config.capacity),
+            norm=normalizer.init(num_tasks, num_envs, env.episode_length),
+            env=env_state, obs=obs, key=k_loop,
+            eval_key=jax.random.fold_in(key, 0x5EED),
+        )
+
+    def gradient_steps(agent_state, buf, norm, key):
+        def one(agent_state, k):
+            k_batch, k_update = jax.random.split(k)
+            batch, batch_tasks = buffer.sample(buf, k_batch, config.batch_size)
+            scale = normalizer.scale(norm, config.v_max, agent.reward_allowance(agent_state))
+            return agent.update(agent_state, batch, batch_tasks, scale, k_update)
+        agent_state, metrics = jax.lax.scan(one, agent_state, jax.random.split(key, config.utd))
+        return agent_state, jax.tree.map(jnp.mean, metrics)
+
+    def no_steps(agent_state, buf, norm, key):
+        shapes = jax.eval_shape(gradient_steps, agent_state, buf, norm, key)[1]
+        return agent_state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def iteration(carry, _):
+        state, it = carry
+        key, k_act, k_env, k_update = jax.random.split(state.key, 4)
+        warm = it < config.warmup_iterations
+        action = jax.lax.cond(
+            warm,
+            lambda: agent.random_action(k_act, task_ids),
+            lambda: agent.explore(state.agent, _flat(state.obs), _flat(task_ids), k_act, it)
+            .reshape(task_ids.shape + agent.action_shape),
+        )
+        env_state, step = env.step(state.env, action, k_env)
+        buf = buffer.add(state.buffer, Transition(
+            obs=state.obs, action=action, reward=step.reward, terminated=step.terminated,
+            truncated=step.truncated, next_obs=step.next_obs))
+        norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, config.gamma)
+        agent_state, metrics = jax.lax.cond(warm, no_steps, gradient_steps, state.agent, buf, norm, k_update)
+        new = TrainState(agent_state, buf, norm, env_state, step.obs, key, state.eval_key)
+        return (new, it + 1), metrics
+
+    def chunk(state: TrainState, it):
+        (state, _), metrics = jax.lax.scan(iteration, (state, jnp.asarray(it, jnp.int32)), None,
+                                           length=config.chunk)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    eval_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None],
+                                (num_tasks, eval_env.num_envs))
+
+    def evaluate(agent_state, key):
+        k_reset, k_steps = jax.random.split(key)
+        env_state, obs = eval_env.reset(k_reset)
+
+        def body(carry, k):
+            env_state, obs, ret, active = carry
+            action = agent.greedy(agent_state, _flat(obs), _flat(eval_ids))
+            env_state, step = eval_env.step(env_state, action.reshape(eval_ids.shape + agent.action_shape), k)
+            ret = ret + jnp.where(active, step.reward, 0.0)
+            active = active & ~(step.terminated | step.truncated)
+            return (env_state, step.obs, ret, active), None
+
+        init_carry = (env_state, obs, jnp.zeros(eval_ids.shape, jnp.float32), jnp.ones(eval_ids.shape, bool))
+        (_, _, ret, _), _ = jax.lax.scan(body, init_carry, jax.random.split(k_steps, eval_env.episode_length))
+        return jnp.mean(ret, axis=-1)
+
+    def train(key):
+        """The whole run, host-free: returns the final state and `[evals, T]` eval returns."""
+        num_evals = config.total_iterations // config.eval_every
+        chunks_per_eval = config.eval_every // config.chunk
+
+        def one_eval_period(carry, _):
+            state, it = carry
+            state, it = jax.lax.fori_loop(
+                0, chunks_per_eval, lambda _, c: (chunk(c[0], c[1])[0], c[1] + config.chunk), (state, it))
+            returns = evaluate(state.agent, jax.random.fold_in(state.eval_key, it))
+            return (state, it), returns
+
+        (state, _), returns = jax.lax.scan(one_eval_period, (init(key), jnp.int32(0)), None, length=num_evals)
+        return state, returns
+
+    return Trainer(init=init, chunk=chunk, evaluate=evaluate, train=train)
