@@ -1,0 +1,205 @@
+"""BRC's discrete agent: categorical double Q-learning from pixels (BRC.md, "Discrete actions
+from pixels").
+
+Network: conv encoder (3x3 VALID convs + ReLU, then flatten; vector observations skip it) ->
+`concat(features, task_embedding)` -> BroNet(width, depth) -> `Dense(A_max * num_atoms)` logits,
+one categorical value distribution per action.
+
+Target: the greedy next action from the online network's expected values (double Q), its
+distribution from the Polyak target network, atoms shifted by `r_norm + gamma * (1 - terminated)
+* z` (truncation bootstraps), the C51 projection, cross-entropy on the taken action's logits.
+Actions beyond a task's own count are masked out of every argmax and every random choice.
+
+`DQNAgent` has the interface of `SACAgent`, so `purejaxbrc.train` runs it unchanged; like it, it
+holds only static hyperparameters and every method is a pure function of its inputs.
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from purejaxbrc import categorical
+from purejaxbrc.bronet import BroNet, Dense
+from purejaxbrc.embedding import TaskEmbedding
+from purejaxbrc.padding import valid_action_mask
+from purejaxbrc.sac import polyak
+
+
+class Conv3x3(eqx.Module):
+    """A 3x3, stride-1, VALID convolution over `[..., H, W, C]` with an orthogonal kernel."""
+
+    kernel: jax.Array  # [3, 3, in, out]
+    bias: jax.Array  # [out]
+
+    def __init__(self, key, in_channels: int, out_channels: int, gain: float = math.sqrt(2.0)):
+        init = jax.nn.initializers.orthogonal(scale=gain)
+        self.kernel = init(key, (9 * in_channels, out_channels), jnp.float32).reshape(
+            3, 3, in_channels, out_channels)
+        self.bias = jnp.zeros((out_channels,), jnp.float32)
+
+    def __call__(self, x):
+        batch = x.shape[:-3]
+        y = jax.lax.conv_general_dilated(
+            x.reshape((-1,) + x.shape[-3:]), self.kernel, window_strides=(1, 1), padding="VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return (y + self.bias).reshape(batch + y.shape[1:])
+
+
+class QNetwork(eqx.Module):
+    """Observations `[B, *obs_shape]` and task ids `[B]` -> logits `[B, A_max, num_atoms]`."""
+
+    convs: tuple[Conv3x3, ...]
+    embedding: Optional[TaskEmbedding]
+    torso: BroNet
+    head: Dense
+    num_actions: int = eqx.field(static=True)
+    num_atoms: int = eqx.field(static=True)
+    obs_rank: int = eqx.field(static=True)
+
+    def __init__(self, key, obs_shape, num_actions: int, num_atoms: int, width: int, depth: int,
+                 conv_channels=(16,), num_tasks: int = 1, embed_dim: int = 32,
+                 embed_norm: str = "l2"):
+        k_conv, k_emb, k_torso, k_head = jax.random.split(key, 4)
+        obs_shape = tuple(obs_shape)
+        self.obs_rank = len(obs_shape)
+        if self.obs_rank == 3:  # images; vectors skip the encoder
+            channels = (obs_shape[-1],) + tuple(conv_channels)
+            self.convs = tuple(Conv3x3(k, cin, cout) for k, cin, cout in zip(
+                jax.random.split(k_conv, len(conv_channels)), channels[:-1], channels[1:]))
+            h, w = obs_shape[0] - 2 * len(conv_channels), obs_shape[1] - 2 * len(conv_channels)
+            if h < 1 or w < 1:
+                raise ValueError(f"{len(conv_channels)} 3x3 convs do not fit a {obs_shape[:2]} image")
+            features = h * w * channels[-1]
+        else:
+            self.convs = ()
+            features = math.prod(obs_shape)
+        use_embedding = num_tasks > 1  # single-task runs use no embedding (BRC.md)
+        self.embedding = TaskEmbedding(k_emb, num_tasks, embed_dim, embed_norm) if use_embedding else None
+        self.torso = BroNet(k_torso, features + (embed_dim if use_embedding else 0), width, depth)
+        self.head = Dense(k_head, width, num_actions * num_atoms, gain=1.0)
+        self.num_actions, self.num_atoms = num_actions, num_atoms
+
+    def features(self, obs):
+        x = obs.astype(jnp.float32)  # observations may be stored as uint8
+        for conv in self.convs:
+            x = jax.nn.relu(conv(x))
+        return x.reshape(x.shape[:-self.obs_rank] + (-1,))
+
+    def __call__(self, obs, task_ids, compute_dtype=None):
+        x = self.features(obs)
+        if self.embedding is not None:
+            x = jnp.concatenate([x, self.embedding(task_ids)], axis=-1)
+        logits = self.head(self.torso(x, compute_dtype), compute_dtype)
+        return logits.reshape(logits.shape[:-1] + (self.num_actions, self.num_atoms))
+
+
+class DQNState(NamedTuple):
+    net: QNetwork
+    target_net: QNetwork
+    opt: optax.OptState
+
+
+def linear_epsilon(iteration, start: float, end: float, decay: int):
+    """`start` at iteration 0, linearly to `end` at `decay`, then constant."""
+    frac = jnp.clip(jnp.asarray(iteration, jnp.float32) / decay, 0.0, 1.0)
+    return start + frac * (end - start)
+
+
+class DQNAgent:
+    def __init__(self, *, obs_shape, action_counts, num_tasks: int, width: int = 4096,
+                 depth: int = 2, conv_channels=(16,), num_atoms: int = 101, v_max: float = 10.0,
+                 embed_dim: int = 32, embed_norm: str = "l2", gamma: float = 0.99,
+                 tau: float = 0.005, lr: float = 3e-4, weight_decay: float = 1e-4,
+                 eps_start: float = 1.0, eps_end: float = 0.05, eps_decay: int = 10_000,
+                 matmul_dtype: str = "float32"):
+        if len(action_counts) != num_tasks:
+            raise ValueError(f"{len(action_counts)} action counts for {num_tasks} tasks")
+        self.obs_shape, self.num_tasks = tuple(obs_shape), num_tasks
+        self.action_counts = tuple(int(a) for a in action_counts)
+        self.num_actions = max(self.action_counts)  # A_max
+        self.width, self.depth, self.conv_channels = width, depth, tuple(conv_channels)
+        self.num_atoms, self.v_max = num_atoms, v_max
+        self.embed_dim, self.embed_norm = embed_dim, embed_norm
+        self.gamma, self.tau = gamma, tau
+        self.eps_start, self.eps_end, self.eps_decay = eps_start, eps_end, eps_decay
+        self.compute_dtype = None if matmul_dtype == "float32" else jnp.dtype(matmul_dtype)
+        self.opt = optax.adamw(lr, weight_decay=weight_decay, eps=1e-8)
+        self.atoms = categorical.support(num_atoms, v_max)
+
+    # -- construction ------------------------------------------------------------------------
+    def init(self, key) -> DQNState:
+        net = QNetwork(key, self.obs_shape, self.num_actions, self.num_atoms, self.width,
+                       self.depth, self.conv_channels, self.num_tasks, self.embed_dim,
+                       self.embed_norm)
+        return DQNState(net=net, target_net=net, opt=self.opt.init(net))
+
+    # -- values and masks --------------------------------------------------------------------
+    def mask(self, task_ids):
+        """`[..., A_max]` bool: the actions that exist in each environment's task."""
+        return valid_action_mask(self.action_counts, self.num_actions)[task_ids]
+
+    def q_values(self, net, obs, task_ids):
+        """Expected values `[B, A_max]`, padded actions set to -inf."""
+        probs = jax.nn.softmax(net(obs, task_ids, self.compute_dtype), axis=-1)
+        return jnp.where(self.mask(task_ids), categorical.expectation(probs, self.atoms), -jnp.inf)
+
+    # -- acting ------------------------------------------------------------------------------
+    @property
+    def action_shape(self):
+        return ()
+
+    def epsilon(self, iteration):
+        return linear_epsilon(iteration, self.eps_start, self.eps_end, self.eps_decay)
+
+    def greedy(self, state: DQNState, obs, task_ids):
+        return jnp.argmax(self.q_values(state.net, obs, task_ids), axis=-1).astype(jnp.int32)
+
+    def random_action(self, key, task_ids):
+        """Uniform over each environment's own actions (the warm-up policy)."""
+        counts = jnp.asarray(self.action_counts, jnp.int32)[task_ids]
+        return jax.random.randint(key, task_ids.shape, 0, counts, dtype=jnp.int32)
+
+    def explore(self, state: DQNState, obs, task_ids, key, iteration):
+        """Epsilon-greedy, epsilon decaying linearly with the iteration."""
+        k_coin, k_random = jax.random.split(key)
+        explore = jax.random.uniform(k_coin, task_ids.shape) < self.epsilon(iteration)
+        return jnp.where(explore, self.random_action(k_random, task_ids),
+                         self.greedy(state, obs, task_ids))
+
+    def reward_allowance(self, state: DQNState):
+        del state
+        return jnp.float32(0.0)  # no entropy bonus to make room for
+
+    # -- learning ----------------------------------------------------------------------------
+    def target_distribution(self, state: DQNState, batch, task_ids, reward):
+        """The projected double-Q target `[B, num_atoms]` (stop-gradient by construction)."""
+        next_action = jnp.argmax(self.q_values(state.net, batch.next_obs, task_ids), axis=-1)
+        next_logits = state.target_net(batch.next_obs, task_ids, self.compute_dtype)
+        next_probs = jax.nn.softmax(
+            jnp.take_along_axis(next_logits, next_action[:, None, None], axis=1)[:, 0], axis=-1)
+        discount = self.gamma * (1.0 - batch.terminated.astype(jnp.float32))  # truncation bootstraps
+        shifted = reward[:, None] + discount[:, None] * self.atoms
+        return jax.lax.stop_gradient(categorical.project(shifted, next_probs, self.num_atoms, self.v_max))
+
+    def update(self, state: DQNState, batch, task_ids, reward_scale, key):
+        """One gradient step on the online network, then the Polyak target update."""
+        del key  # the update is deterministic given the batch
+        reward = batch.reward * reward_scale[task_ids]
+        target = self.target_distribution(state, batch, task_ids, reward)
+        action = batch.action.astype(jnp.int32)
+
+        def loss_fn(net):
+            logits = net(batch.obs, task_ids, self.compute_dtype)
+            taken = jnp.take_along_axis(logits, action[:, None, None], axis=1)[:, 0]
+            return jnp.mean(categorical.cross_entropy(taken, target)), taken
+
+        (loss, taken), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.net)
+        updates, opt = self.opt.update(grads, state.opt, state.net)
+        net = optax.apply_updates(state.net, updates)
+        q = categorical.expectation(jax.nn.softmax(taken, axis=-1), self.atoms)
+        metrics = {"critic_loss": loss, "q_mean": jnp.mean(q)}
+        return DQNState(net, polyak(net, state.target_net, self.tau), opt), metrics
