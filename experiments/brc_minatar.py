@@ -1,0 +1,66 @@
+"""BRC on gymnax discrete-action games (MinAtar by default): categorical double Q-learning, one
+compiled program, vmapped over seeds.
+
+    python experiments/brc_minatar.py cpu                              # single game, 2-core CPU
+    python experiments/brc_minatar.py gpu --num-seeds 4                # all five MinAtar games
+    python experiments/brc_minatar.py cpu --tasks Breakout-MinAtar,Asterix-MinAtar --critic-width 512
+"""
+
+import tyro
+
+from purejaxbrc.config import ConfigError
+from purejaxbrc.dqn_config import DQNConfig, validate_dqn
+from purejaxbrc.run import enable_compilation_cache, exit_on_config_error, run
+from purejaxbrc.runlog import check_run_dir
+
+PRESETS = {
+    "cpu": ("2-core CPU: Breakout-MinAtar, 16 envs, width-256 critic, batch 128, UTD 1.",
+            DQNConfig(tasks="Breakout-MinAtar", num_envs=16, total_iterations=20_000,
+                      warmup_iterations=500, eval_every=2_000, eval_episodes=8, eps_decay=5_000,
+                      critic_width=256, batch_size=128, utd=1, buffer_capacity=100_000,
+                      run_dir="runs/brc_minatar_cpu")),
+    "gpu": ("All five MinAtar games, 64 envs each, width-4096 critic, batch 1024, UTD 2.",
+            DQNConfig(run_dir="runs/brc_minatar_gpu")),
+}
+
+
+def prepare(config: DQNConfig):
+    """Resolve tasks and check every input; raises ConfigError before anything compiles."""
+    from purejaxbrc.envs.gymnax import GymnaxTaskSet, resolve_tasks
+    try:
+        names = resolve_tasks(config.tasks)
+    except ValueError as e:
+        raise ConfigError(str(e))
+    validate_dqn(config, len(names))
+    shape = GymnaxTaskSet(names).obs_shape
+    if len(shape) == 3 and min(shape[:2]) <= 2 * len(config.conv_channels):
+        raise ConfigError(f"--conv-channels: {len(config.conv_channels)} 3x3 convs do not fit "
+                          f"{shape[0]}x{shape[1]} images")
+    check_run_dir(config.run_dir, config.to_dict())
+    return names
+
+
+def build(config: DQNConfig, names):
+    from purejaxbrc.dqn import DQNAgent
+    from purejaxbrc.envs.gymnax import GymnaxTaskSet
+    env = GymnaxTaskSet(names, config.num_envs)
+    eval_env = GymnaxTaskSet(names, config.eval_episodes)
+    agent = DQNAgent(
+        obs_shape=env.obs_shape, action_counts=env.action_counts, num_tasks=env.num_tasks,
+        width=config.critic_width, depth=config.critic_depth, conv_channels=config.conv_channels,
+        num_atoms=config.num_atoms, v_max=config.v_max, embed_dim=config.embed_dim,
+        embed_norm=config.embed_norm, gamma=config.gamma, tau=config.tau, lr=config.lr,
+        weight_decay=config.weight_decay, eps_start=config.eps_start, eps_end=config.eps_end,
+        eps_decay=config.eps_decay, matmul_dtype=config.critic_matmul_dtype)
+    return env, eval_env, agent
+
+
+def main(config: DQNConfig):
+    names = exit_on_config_error(lambda: prepare(config))
+    enable_compilation_cache()
+    env, eval_env, agent = build(config, names)
+    return run(config, env, eval_env, agent)
+
+
+if __name__ == "__main__":
+    main(tyro.extras.overridable_config_cli(PRESETS))
