@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import purejaxbrc  # noqa: F401  (before JAX: sets the XLA CPU flag)
 import equinox as eqx
 import jax
 import jax.numpy as jnp
