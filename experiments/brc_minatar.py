@@ -14,8 +14,8 @@ from purejaxbrc.run import enable_compilation_cache, exit_on_config_error, run
 from purejaxbrc.runlog import check_run_dir
 
 PRESETS = {
-    "cpu": ("2-core CPU: Breakout-MinAtar, 16 envs, width-256 critic, batch 128, UTD 1.",
-            DQNConfig(tasks="Breakout-MinAtar", num_envs=16, total_iterations=20_000,
+    "cpu": ("2-core CPU, ~10 min: Breakout-MinAtar, 16 envs, width-256 critic, batch 128, UTD 1.",
+            DQNConfig(tasks="Breakout-MinAtar", num_envs=16, total_iterations=16_000,
                       warmup_iterations=500, eval_every=2_000, eval_episodes=8, eps_decay=5_000,
                       critic_width=256, batch_size=128, utd=1, buffer_capacity=100_000,
                       run_dir="runs/brc_minatar_cpu")),
