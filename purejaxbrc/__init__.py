@@ -2,12 +2,14 @@
 
 import os as _os
 
-# jaxlib 0.10's CPU runtime deadlocks (every thread idle, the result never ready) on programs
-# that mix MJX physics with network code when its concurrency-optimised scheduler is on;
-# turning that scheduler off fixed every hang we reproduced. It must be set before JAX
-# creates its CPU client, hence here. The flag only affects the CPU backend.
-_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
-if _FLAG not in _os.environ.get("XLA_FLAGS", ""):
-    _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=false").strip()
+# XLA's CPU runtime runs independent operations concurrently on an intra-op pool with one
+# thread per core. Batched LAPACK kernels (MJX's Cholesky, the QR of orthogonal init) block
+# their pool thread while waiting for sub-work queued on the same pool, so on a 2-core machine
+# two of them running at once leave no thread to do that work: a deadlock, every thread idle.
+# XLA sizes the pool from NPROC when it is set; a pool larger than the number of such kernels
+# that can be ready at once (about two per physics group) avoids it. Must precede JAX's CPU
+# client creation, hence here; it does not change results, and GPU runs do not use this pool.
+if "NPROC" not in _os.environ:
+    _os.environ["NPROC"] = str(max(32, _os.cpu_count() or 1))
 
 __version__ = "0.1.0"

@@ -1,0 +1,63 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxbrc.actor import TanhGaussianActor
+from purejaxbrc.bronet import BroNet
+from purejaxbrc.critic import CategoricalCritic
+from purejaxbrc.embedding import TaskEmbedding
+from purejaxbrc.padding import pad_last_axis, task_action, valid_action_mask
+
+
+def test_embedding_is_unit_norm_l2_and_l1():
+    key = jax.random.PRNGKey(0)
+    e2 = TaskEmbedding(key, 5, 32, "l2")(jnp.arange(5))
+    np.testing.assert_allclose(jnp.linalg.norm(e2, axis=-1), 1.0, rtol=1e-6)
+    e1 = TaskEmbedding(key, 5, 32, "l1")(jnp.arange(5))
+    np.testing.assert_allclose(jnp.sum(jnp.abs(e1), axis=-1), 1.0, rtol=1e-6)
+
+
+def test_padding_and_action_slicing():
+    x = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(pad_last_axis(x, 5), [[0, 1, 2, 0, 0], [3, 4, 5, 0, 0]])
+    img = jnp.ones((10, 10, 4))
+    padded = pad_last_axis(img, 7)
+    assert padded.shape == (10, 10, 7) and float(padded[..., 4:].sum()) == 0.0
+    np.testing.assert_array_equal(task_action(jnp.array([1.0, -2.0, 3.0, 9.0]), 2), [1.0, -2.0])
+    np.testing.assert_array_equal(valid_action_mask([2, 3], 3), [[True, True, False], [True, True, True]])
+
+
+def test_bronet_structure_and_orthogonal_init():
+    net = BroNet(jax.random.PRNGKey(0), 7, 64, 2)
+    assert len(net.blocks) == 2
+    w = net.blocks[0].dense1.kernel
+    np.testing.assert_allclose(w.T @ w, 2.0 * np.eye(64), atol=1e-4)  # orthogonal, gain sqrt(2)
+    assert float(jnp.abs(net.blocks[0].dense1.bias).sum()) == 0.0
+    assert net(jnp.ones((3, 7))).shape == (3, 64)
+
+
+def test_critic_ensemble_is_independent_and_conditioned_on_task():
+    critic = CategoricalCritic(jax.random.PRNGKey(0), 6, 32, 1, 101, num_critics=2, num_tasks=3)
+    obs, act = jnp.ones((4, 4)), jnp.zeros((4, 2))
+    logits = critic(obs, act, jnp.array([0, 1, 2, 0]))
+    assert logits.shape == (2, 4, 101)
+    assert not np.allclose(logits[0], logits[1])  # separate parameters per critic
+    assert not np.allclose(logits[:, 0], logits[:, 1])  # the task embedding matters
+    np.testing.assert_allclose(logits[:, 0], logits[:, 3])
+    single = CategoricalCritic(jax.random.PRNGKey(0), 6, 32, 1, 101, num_tasks=1)
+    assert single.embedding is None
+
+
+def test_actor_log_std_range_and_log_prob():
+    actor = TanhGaussianActor(jax.random.PRNGKey(0), 5, 3, 32, 1)
+    x = 100.0 * jax.random.normal(jax.random.PRNGKey(1), (64, 5))
+    _, log_std = actor(x)
+    assert float(log_std.min()) >= -10.0 and float(log_std.max()) <= 2.0
+    a, logp = actor.sample(jnp.ones((1, 5)), jax.random.PRNGKey(2))
+    assert float(jnp.abs(a).max()) < 1.0
+    # log-prob by change of variables, computed the textbook way
+    mean, log_std = actor(jnp.ones((1, 5)))
+    u = jnp.arctanh(jnp.clip(a, -1 + 1e-6, 1 - 1e-6))
+    std = jnp.exp(log_std)
+    ref = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi) - jnp.log(1 - a ** 2)).sum(-1)
+    np.testing.assert_allclose(logp, ref, rtol=1e-3)

@@ -1,0 +1,100 @@
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+import brc_mjx  # noqa: E402
+from purejaxbrc.config import BRCConfig  # noqa: E402
+from purejaxbrc.run import seed_keys  # noqa: E402
+from purejaxbrc.train import make_train  # noqa: E402
+
+TINY = BRCConfig(tasks="PendulumSwingup,CartpoleBalance", total_iterations=40, warmup_iterations=20,
+                 eval_every=20, eval_episodes=2, episode_length=10, critic_width=16, critic_depth=1,
+                 actor_width=16, num_atoms=11, batch_size=16, utd=2, chunk_iterations=10,
+                 run_dir="unused")
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    names = brc_mjx.prepare(dataclasses.replace(TINY, run_dir="/nonexistent/unused"))
+    env, eval_env, agent = brc_mjx.build(TINY, names)
+    return make_train(TINY, env, eval_env, agent)
+
+
+def run_chunks(trainer, keys, vmapped):
+    init = jax.vmap(trainer.init) if vmapped else trainer.init
+    chunk = jax.vmap(trainer.chunk, in_axes=(0, None)) if vmapped else trainer.chunk
+    state = jax.jit(init)(keys)
+    chunk = jax.jit(chunk)
+    for it in range(0, 40, 10):  # two warm-up chunks, two learning chunks
+        state, metrics = chunk(state, jnp.int32(it))
+    return state, metrics
+
+
+def test_same_seed_same_numbers(trainer):
+    a, ma = run_chunks(trainer, jax.random.PRNGKey(3), False)
+    b, mb = run_chunks(trainer, jax.random.PRNGKey(3), False)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    assert float(ma["critic_loss"]) > 0  # learning chunks ran
+
+
+def test_vmap_over_seeds_equals_separate_runs(trainer):
+    keys = seed_keys(5, 2)
+    both, _ = run_chunks(trainer, keys, True)
+    for i in range(2):
+        single, _ = run_chunks(trainer, keys[i], False)
+        for x, y in zip(jax.tree.leaves(jax.tree.map(lambda v: v[i], both)), jax.tree.leaves(single)):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+    returns = jax.jit(jax.vmap(trainer.evaluate))(both.agent, both.eval_key)
+    assert returns.shape == (2, 2) and np.isfinite(np.asarray(returns)).all()
+
+
+def test_script_smoke_run_writes_metrics_and_summary(tmp_path):
+    cfg = dataclasses.replace(TINY, num_seeds=2, run_dir=str(tmp_path / "run"))
+    summary, _ = brc_mjx.main(cfg)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 2  # evaluations x seeds x tasks
+    assert {"iteration", "env_steps", "seed", "task", "eval_return", "wall_s"} <= set(rows[0])
+    assert {r["seed"] for r in rows} == {0, 1} and rows[-1]["iteration"] == 40
+    stored = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(stored["final_eval_return"]) == {"PendulumSwingup", "CartpoleBalance"}
+    assert stored["mean_eval_return"] == pytest.approx(np.mean(list(stored["final_eval_return"].values())))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["num_seeds"] == 2
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "brc_mjx.py"), "demo", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "CartpoleBalanse"], "unknown task 'CartpoleBalanse'; valid:"),
+    (["--batch-size", "0"], "--batch-size must be > 0"),
+    (["--critic-width", "-4"], "--critic-width must be > 0"),
+    (["--batch-size", "100000"], "larger than the"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    out = cli(*args, "--run-dir", str(tmp_path / "r"))
+    assert out.returncode == 2, out.stderr
+    lines = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_run_dir_holding_a_different_run_is_refused(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    stored = dataclasses.asdict(dataclasses.replace(brc_mjx.PRESETS["demo"][1], run_dir=str(run_dir), seed=7))
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    out = cli("--run-dir", str(run_dir))
+    assert out.returncode == 2 and "already holds a different run (differs in: seed)" in out.stderr
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 7  # untouched
