@@ -18,3 +18,24 @@ class EnvStep(NamedTuple):
     terminated: jax.Array  # bool: no bootstrap
     truncated: jax.Array  # bool: time limit, bootstrap from next_obs
     next_obs: jax.Array
+
+
+def parse_task_spec(spec: str, valid, sets: dict) -> tuple[str, ...]:
+    """Comma-separated task names and/or set names -> task names, in order, each once.
+
+    An unknown name raises ValueError naming the valid sets and tasks.
+    """
+    names: list[str] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part in sets:
+            names.extend(sets[part])
+        elif part in valid:
+            names.append(part)
+        else:
+            raise ValueError(f"unknown task {part!r}; valid: {', '.join(sorted(sets))} (sets), "
+                             f"{', '.join(valid)}")
+    if not names:
+        raise ValueError("no tasks given")
+    if len(set(names)) != len(names):
+        raise ValueError(f"task listed twice in {spec!r}")
+    return tuple(names)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxbrc.envs.base import EnvStep
+from purejaxbrc.envs.base import EnvStep, parse_task_spec
 from purejaxbrc.padding import pad_last_axis
 
 MINATAR = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar",
@@ -61,22 +61,9 @@ def all_task_names() -> tuple[str, ...]:
 def resolve_tasks(spec: str) -> tuple[str, ...]:
     """Comma-separated gymnax names and/or set names (`minatar`) -> task names, each checked to
     have discrete actions and array observations compatible with the others."""
-    valid = all_task_names()
-    names: list[str] = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        if part in TASK_SETS:
-            names.extend(TASK_SETS[part])
-        elif part in valid:
-            names.append(part)
-        else:
-            raise ValueError(f"unknown task {part!r}; valid: {', '.join(sorted(TASK_SETS))} (sets), "
-                             f"{', '.join(valid)}")
-    if not names:
-        raise ValueError("no tasks given")
-    if len(set(names)) != len(names):
-        raise ValueError(f"task listed twice in {spec!r}")
+    names = parse_task_spec(spec, all_task_names(), TASK_SETS)
     _common_obs_shape(names, [_describe(n, *_make(n))[0] for n in names])
-    return tuple(names)
+    return names
 
 
 def _common_obs_shape(names, shapes):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxbrc.envs.base import EnvStep
+from purejaxbrc.envs.base import EnvStep, parse_task_spec
 from purejaxbrc.padding import pad_last_axis, task_action
 
 TASK_SETS = {
@@ -32,21 +32,7 @@ def all_task_names() -> tuple[str, ...]:
 def resolve_tasks(spec: str) -> tuple[str, ...]:
     """Comma-separated Playground names and/or set names (`humanoids`, `dmc`) -> task names."""
     valid = all_task_names()
-    sets = dict(TASK_SETS, dmc=valid)
-    names: list[str] = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        if part in sets:
-            names.extend(sets[part])
-        elif part in valid:
-            names.append(part)
-        else:
-            raise ValueError(f"unknown task {part!r}; valid: {', '.join(sorted(sets))} (sets), "
-                             f"{', '.join(valid)}")
-    if not names:
-        raise ValueError("no tasks given")
-    if len(set(names)) != len(names):
-        raise ValueError(f"task listed twice in {spec!r}")
-    return tuple(names)
+    return parse_task_spec(spec, valid, dict(TASK_SETS, dmc=valid))
 
 
 def load_task(name: str):
