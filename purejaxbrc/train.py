@@ -3,10 +3,12 @@
 Data flows one way: env -> transition -> buffer -> batch -> update -> params -> policy.
 
 - `init(key)`: a fresh `TrainState` for one seed.
-- `chunk(state, it)`: `config.chunk` iterations in one `lax.scan`. One iteration: act (uniform
-  random during warm-up), step every task, insert, update the reward normaliser, then `utd`
-  gradient steps once warm-up is over. `it`, the iteration counter, is passed unbatched, so
-  under a vmap over seeds the warm-up switches stay real branches.
+- `chunk(state, it, learn_from=None)`: `config.chunk` iterations in one `lax.scan`. One
+  iteration: act (uniform random during warm-up), step every task, insert, update the reward
+  normaliser, then `utd` gradient steps from iteration `learn_from` on (default: the end of
+  warm-up; later after a resume whose replay buffers were not checkpointed, so they refill
+  first). `it` and `learn_from` are passed unbatched, so under a vmap over seeds the switches
+  stay real branches.
 - `evaluate(agent_state, key)`: deterministic policy, `eval_episodes` per task -> `[T]` means.
 - `train(key)`: the whole run as one pure function (no host in the loop), for sweeps and pods.
 
@@ -76,11 +78,10 @@ def make_train(config, env, eval_env, agent) -> Trainer:
         return agent_state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def iteration(carry, _):
-        state, it = carry
+        state, it, learn_from = carry
         key, k_act, k_env, k_update = jax.random.split(state.key, 4)
-        warm = it < config.warmup_iterations
         action = jax.lax.cond(
-            warm,
+            it < config.warmup_iterations,
             lambda: agent.random_action(k_act, task_ids),
             lambda: agent.explore(state.agent, _flat(state.obs), _flat(task_ids), k_act, it)
             .reshape(task_ids.shape + agent.action_shape),
@@ -90,13 +91,15 @@ def make_train(config, env, eval_env, agent) -> Trainer:
             obs=state.obs, action=action, reward=step.reward, terminated=step.terminated,
             truncated=step.truncated, next_obs=step.next_obs))
         norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, config.gamma)
-        agent_state, metrics = jax.lax.cond(warm, no_steps, gradient_steps, state.agent, buf, norm, k_update)
+        agent_state, metrics = jax.lax.cond(it < learn_from, no_steps, gradient_steps,
+                                            state.agent, buf, norm, k_update)
         new = TrainState(agent_state, buf, norm, env_state, step.obs, key, state.eval_key)
-        return (new, it + 1), metrics
+        return (new, it + 1, learn_from), metrics
 
-    def chunk(state: TrainState, it):
-        (state, _), metrics = jax.lax.scan(iteration, (state, jnp.asarray(it, jnp.int32)), None,
-                                           length=config.chunk)
+    def chunk(state: TrainState, it, learn_from=None):
+        learn_from = config.warmup_iterations if learn_from is None else learn_from
+        carry = (state, jnp.asarray(it, jnp.int32), jnp.asarray(learn_from, jnp.int32))
+        (state, _, _), metrics = jax.lax.scan(iteration, carry, None, length=config.chunk)
         return state, jax.tree.map(jnp.mean, metrics)
 
     eval_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None],
