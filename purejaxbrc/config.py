@@ -51,6 +51,17 @@ class BRCConfig:
     """Iterations per compiled chunk; 0 picks the largest divisor of eval_every <= 1000."""
     run_dir: str = "runs/brc_mjx"
 
+    # -- checkpoints (purejaxbrc.checkpoint) -------------------------------------------------
+    checkpoint_every: int = 0
+    """Iterations between checkpoints (a multiple of the chunk); 0: only at the end."""
+    keep_checkpoints: int = 3
+    """How many of the latest checkpoints to keep."""
+    resume: bool = False
+    """Continue the run in --run-dir from its last complete checkpoint (same flags)."""
+    buffer_checkpoint: bool = True
+    """Save the replay buffers in checkpoints; --no-buffer-checkpoint: much smaller checkpoints,
+    but a resume refills the buffers first and is not bit-exact."""
+
     # -- derived -----------------------------------------------------------------------------
     @property
     def chunk(self) -> int:
@@ -65,6 +76,26 @@ class BRCConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The config stored as `to_dict()` (config.json); fields it lacks take their defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ConfigError(f"stored config has fields {cls.__name__} does not know: {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# Fields that may differ between a run and its resumption: they change where and how often the
+# state is saved, never the numbers the run computes.
+RESUME_FREE = ("resume", "run_dir", "checkpoint_every", "keep_checkpoints", "buffer_checkpoint")
+
+
+def config_diff(stored: dict, given: dict, ignore=RESUME_FREE) -> list[str]:
+    """`name (stored X, given Y)` for every field that differs, `ignore` left out."""
+    names = sorted(k for k in set(stored) | set(given) if k not in ignore and stored.get(k) != given.get(k))
+    return [f"{k} (stored {stored.get(k)!r}, given {given.get(k)!r})" for k in names]
+
 
 def validate(config: BRCConfig, num_tasks: int) -> None:
     """Raise ConfigError with one clear line for the first problem found."""
@@ -75,7 +106,7 @@ def validate(config: BRCConfig, num_tasks: int) -> None:
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    for name in ("warmup_iterations", "chunk_iterations", "weight_decay", "seed"):
+    for name in ("warmup_iterations", "chunk_iterations", "weight_decay", "seed", "checkpoint_every"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     if config.num_atoms < 2:
@@ -98,3 +129,8 @@ def validate(config: BRCConfig, num_tasks: int) -> None:
     if config.eval_every % config.chunk:
         raise ConfigError(f"--eval-every ({config.eval_every}) must be a multiple of "
                           f"--chunk-iterations ({config.chunk})")
+    if config.checkpoint_every % config.chunk:
+        raise ConfigError(f"--checkpoint-every ({config.checkpoint_every}) must be a multiple of "
+                          f"the chunk ({config.chunk} iterations; see --chunk-iterations)")
+    if config.keep_checkpoints < 1:
+        raise ConfigError(f"--keep-checkpoints must be >= 1, got {config.keep_checkpoints}")
