@@ -10,7 +10,8 @@ import tyro
 
 from purejaxbrc.config import ConfigError
 from purejaxbrc.dqn_config import DQNConfig, validate_dqn
-from purejaxbrc.run import enable_compilation_cache, exit_on_config_error, run
+from purejaxbrc.run import enable_compilation_cache, exit_on_error, run
+from purejaxbrc.kinds import build_minatar as build  # noqa: F401 (used by main and tests)
 from purejaxbrc.runlog import check_run_dir
 
 PRESETS = {
@@ -36,30 +37,15 @@ def prepare(config: DQNConfig):
     if len(shape) == 3 and min(shape[:2]) <= 2 * len(config.conv_channels):
         raise ConfigError(f"--conv-channels: {len(config.conv_channels)} 3x3 convs do not fit "
                           f"{shape[0]}x{shape[1]} images")
-    check_run_dir(config.run_dir, config.to_dict())
+    check_run_dir(config.run_dir, config.to_dict(), resume=config.resume)
     return names
 
 
-def build(config: DQNConfig, names):
-    from purejaxbrc.dqn import DQNAgent
-    from purejaxbrc.envs.gymnax import GymnaxTaskSet
-    env = GymnaxTaskSet(names, config.num_envs)
-    eval_env = GymnaxTaskSet(names, config.eval_episodes)
-    agent = DQNAgent(
-        obs_shape=env.obs_shape, action_counts=env.action_counts, num_tasks=env.num_tasks,
-        width=config.critic_width, depth=config.critic_depth, conv_channels=config.conv_channels,
-        num_atoms=config.num_atoms, v_max=config.v_max, embed_dim=config.embed_dim,
-        embed_norm=config.embed_norm, gamma=config.gamma, tau=config.tau, lr=config.lr,
-        weight_decay=config.weight_decay, eps_start=config.eps_start, eps_end=config.eps_end,
-        eps_decay=config.eps_decay, matmul_dtype=config.critic_matmul_dtype)
-    return env, eval_env, agent
-
-
 def main(config: DQNConfig):
-    names = exit_on_config_error(lambda: prepare(config))
+    names = exit_on_error(lambda: prepare(config))
     enable_compilation_cache()
     env, eval_env, agent = build(config, names)
-    return run(config, env, eval_env, agent)
+    return exit_on_error(lambda: run(config, env, eval_env, agent, kind="minatar"))
 
 
 if __name__ == "__main__":

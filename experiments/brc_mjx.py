@@ -10,7 +10,8 @@ import dataclasses
 import tyro
 
 from purejaxbrc.config import BRCConfig, ConfigError, validate
-from purejaxbrc.run import enable_compilation_cache, exit_on_config_error, run
+from purejaxbrc.run import enable_compilation_cache, exit_on_error, run
+from purejaxbrc.kinds import build_mjx as build  # noqa: F401 (used by main and tests)
 from purejaxbrc.runlog import check_run_dir
 
 PRESETS = {
@@ -32,31 +33,15 @@ def prepare(config: BRCConfig):
     except ValueError as e:
         raise ConfigError(str(e))
     validate(config, len(names))
-    check_run_dir(config.run_dir, config.to_dict())
+    check_run_dir(config.run_dir, config.to_dict(), resume=config.resume)
     return names
 
 
-def build(config: BRCConfig, names):
-    from purejaxbrc.envs.mjx import MJXTaskSet
-    from purejaxbrc.sac import SACAgent
-    env = MJXTaskSet(names, config.num_envs, config.episode_length)
-    eval_env = MJXTaskSet(names, config.eval_episodes, config.episode_length)
-    agent = SACAgent(
-        obs_size=env.obs_size, action_size=env.action_size, num_tasks=env.num_tasks,
-        critic_width=config.critic_width, critic_depth=config.critic_depth,
-        actor_width=config.actor_width, actor_depth=config.actor_depth,
-        num_atoms=config.num_atoms, v_max=config.v_max, embed_dim=config.embed_dim,
-        embed_norm=config.embed_norm, gamma=config.gamma, tau=config.tau, lr=config.lr,
-        weight_decay=config.weight_decay, alpha_lr=config.alpha_lr, init_alpha=config.init_alpha,
-        critic_matmul_dtype=config.critic_matmul_dtype)
-    return env, eval_env, agent
-
-
 def main(config: BRCConfig):
-    names = exit_on_config_error(lambda: prepare(config))
+    names = exit_on_error(lambda: prepare(config))
     enable_compilation_cache()
     env, eval_env, agent = build(config, names)
-    return run(config, env, eval_env, agent)
+    return exit_on_error(lambda: run(config, env, eval_env, agent, kind="mjx"))
 
 
 if __name__ == "__main__":
