@@ -17,6 +17,7 @@ RUN_DIR/checkpoints.corrupt/ so that the resumed run can save those iterations a
 """
 
 import logging
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -97,8 +98,13 @@ def _on_device(abstract: dict) -> dict:
 
 
 def _reason(e: Exception) -> str:
+    """One short line: tensorstore's status and the array it failed on, when it says so."""
     first = (str(e).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {first[:160]}" + ("..." if len(first) > 160 else "")
+    status = re.match(r"([A-Z_]+): ", first)
+    array = re.search(r'Error reading "([^"]+?)/\.z\w+"', first)
+    if status and array:
+        return f"{status.group(1)} reading {array.group(1)}"
+    return f"{type(e).__name__}: {first[:120]}" + ("..." if len(first) > 120 else "")
 
 
 def _quiet_failed_reads() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from purejaxbrc.config import ConfigError, config_diff
+from purejaxbrc.config import RESUME_FREE, ConfigError, config_diff
 
 
 def check_run_dir(run_dir: str, config_dict: dict, resume: bool = False) -> None:
@@ -30,7 +30,8 @@ def check_run_dir(run_dir: str, config_dict: dict, resume: bool = False) -> None
             old = json.loads(stored.read_text())
         except (OSError, json.JSONDecodeError):
             raise ConfigError(f"--run-dir {run_dir} holds an unreadable config.json; choose another run dir")
-        differ = sorted(k for k in set(old) | set(config_dict) if old.get(k) != config_dict.get(k))
+        differ = sorted(k for k in set(old) | set(config_dict)
+                        if k not in RESUME_FREE and old.get(k) != config_dict.get(k))
         if differ:
             raise ConfigError(f"--run-dir {run_dir} already holds a different run "
                               f"(differs in: {', '.join(differ)}); choose another run dir")
