@@ -18,7 +18,7 @@ PRESETS = {
     "demo": ("CPU demo: three cheap control-suite tasks, small critic; ~10 min on 2 cores.",
              BRCConfig(tasks="CartpoleBalance,CartpoleSwingup,PendulumSwingup",
                        total_iterations=30_000, warmup_iterations=2_000, eval_every=5_000,
-                       eval_episodes=5, critic_width=256, actor_width=128, batch_size=256, utd=1,
+                       eval_episodes=5, critic_width=128, actor_width=128, batch_size=128,
                        run_dir="runs/brc_mjx_demo")),
     "paper": ("The paper's configuration (BRC.md): width 4096, batch 1024, UTD 2, 1M iterations.",
               BRCConfig(tasks="humanoids", run_dir="runs/brc_mjx_paper")),
