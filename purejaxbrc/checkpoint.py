@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from purejaxbrc.config import ConfigError, config_diff
 
 STATE, BUFFER, META = "state", "buffer", "meta"
@@ -63,6 +64,19 @@ def join(rest, data):
 def named(tree) -> dict:
     """`{pytree path: leaf}`: readable names in the checkpoint, stable for one code version."""
     return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def stored(arrays: dict) -> dict:
+    """The arrays that are saved: orbax refuses empty ones (MJX's contact arrays when a model
+    has no contacts), which carry nothing but their shape, and the shape is in the code."""
+    return {k: v for k, v in arrays.items() if v.size}
+
+
+def with_empty(arrays: dict, abstract: dict) -> dict:
+    """`arrays` plus the empty ones of `abstract`, committed to the device like restored ones."""
+    device = jax.devices()[0]
+    empty = {k: jax.device_put(np.zeros(a.shape, a.dtype), device) for k, a in abstract.items() if not a.size}
+    return {**arrays, **empty}
 
 
 def unnamed(abstract, arrays: dict):
@@ -150,9 +164,9 @@ class Checkpoints:
     def save(self, iteration: int, state, meta: dict, with_buffer: bool = True) -> None:
         import orbax.checkpoint as ocp
         rest, data = split(state)
-        items = {STATE: named(rest)}
+        items = {STATE: stored(named(rest))}
         if with_buffer:
-            items[BUFFER] = named(data)
+            items[BUFFER] = stored(named(data))
         meta = dict(meta, iteration=iteration, buffer=with_buffer,
                     fingerprint={name: fingerprints(arrays) for name, arrays in items.items()})
         args = {name: ocp.args.StandardSave(arrays) for name, arrays in items.items()}
@@ -173,9 +187,9 @@ class Checkpoints:
         import orbax.checkpoint as ocp
         meta = self.read_meta(step)
         rest_abs, data_abs = split(abstract)
-        targets = {STATE: named(rest_abs)}
+        targets = {STATE: stored(named(rest_abs))}
         if with_buffer and meta["buffer"]:
-            targets[BUFFER] = named(data_abs)
+            targets[BUFFER] = stored(named(data_abs))
         _quiet_failed_reads()
         try:
             got = self.manager.restore(step, args=ocp.args.Composite(
@@ -189,8 +203,8 @@ class Checkpoints:
             if bad:
                 raise CorruptCheckpoint(f"{name}: {len(bad)} arrays do not match their fingerprints "
                                         f"(first: {bad[0]})")
-        data = unnamed(data_abs, got[BUFFER]) if BUFFER in targets else None
-        return Restored(step, unnamed(rest_abs, got[STATE]), data, meta)
+        data = unnamed(data_abs, with_empty(got[BUFFER], named(data_abs))) if BUFFER in targets else None
+        return Restored(step, unnamed(rest_abs, with_empty(got[STATE], named(rest_abs))), data, meta)
 
     def restore_checked(self, step: int, abstract, config_dict: dict, with_buffer: bool = True) -> Restored:
         """`restore` after checking that the checkpoint is of this config (ConfigError naming the
