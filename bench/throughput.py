@@ -1,0 +1,366 @@
+"""Throughput of purejaxbrc's fused training loop, side by side with brax SAC and an unfused loop.
+
+    python bench/throughput.py --quick     # CPU: small critic + both comparisons, < 10 min
+    python bench/throughput.py             # + paper preset on humanoids, MinAtar, sweeps
+    python bench/throughput.py --configs paper --no-compare --no-sweeps   # one configuration
+
+Per configuration it measures compile seconds (apart from running), iterations/s, env-steps/s,
+gradient steps/s, the env-only rate (warm-up iterations: act, step, insert, no gradient steps),
+peak memory, and the update's achieved FLOP/s and MFU. FLOPs are XLA's cost analysis of one
+lowered gradient step (`agent.update`: critic with its target pass, actor, temperature), times
+gradient steps per second in the running loop; the peak is the device's datasheet dense peak
+on GPU and, on CPU, the best f32 matmul rate measured in this process.
+
+It prints a table and writes `--out` (default `bench/results/<device>-<date>.json`) with one
+record per configuration plus the device and versions, and a PNG of the sweeps beside it.
+"""
+
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+from purejaxbrc import kinds
+from purejaxbrc.config import BRCConfig, ConfigError
+from purejaxbrc.run import enable_compilation_cache, exit_on_error, fresh_start, run_info, seed_keys, vmapped_init
+from purejaxbrc.train import make_train
+
+CHEAP = "CartpoleBalance,CartpoleSwingup,PendulumSwingup"
+
+
+@dataclass(frozen=True)
+class Args:
+    quick: bool = False
+    """Only the small-critic configuration and the two comparisons (CPU: < 10 minutes)."""
+    configs: str = ""
+    """Comma-separated subset of: small, paper, minatar (default: small with --quick, else all)."""
+    sweeps: bool = True
+    """Sweep --num-seeds, environments per task and critic width on the small configuration
+    (skipped with --quick)."""
+    compare: bool = True
+    """Run brax SAC and the unfused loop side by side with the fused loop."""
+    compare_width: int = 128
+    """Network width of the comparison (both methods)."""
+    compare_batch: int = 128
+    """Batch per task of the comparison (ours samples batch x tasks over all tasks)."""
+    compare_steps: int = 2000
+    """Env steps per task and seed in each comparison run (warm-up included)."""
+    compare_seeds: int = 4
+    timed_chunks: int = 3
+    """Chunks timed per configuration, after an untimed warm-up chunk."""
+    tiny: bool = False
+    """Tiny networks and chunks, no comparisons or sweeps: checks the benchmark runs (tests)."""
+    out: str = ""
+    """JSON output; default bench/results/<device>-<date>.json. The sweep plot goes beside it."""
+
+
+# -- configurations --------------------------------------------------------------------------------
+def bench_config(base, *, chunk: int, **overrides):
+    """`base` with a warm-up of one chunk and room for the timed chunks, and no evaluation."""
+    return dataclasses.replace(base, warmup_iterations=chunk, chunk_iterations=chunk,
+                               eval_every=chunk, total_iterations=1_000_000, eval_episodes=1,
+                               **overrides)
+
+
+def configurations(args: Args) -> dict[str, tuple[str, object]]:
+    """name -> (kind, config)."""
+    from purejaxbrc.dqn_config import DQNConfig
+    if args.tiny:
+        return {"small": ("mjx", bench_config(
+            BRCConfig(tasks="CartpoleBalance", critic_width=16, actor_width=16, batch_size=16,
+                      buffer_capacity=1000, episode_length=50), chunk=20))}
+    return {
+        "small": ("mjx", bench_config(
+            BRCConfig(tasks=CHEAP, critic_width=128, actor_width=128, batch_size=128,
+                      buffer_capacity=100_000), chunk=250)),
+        "paper": ("mjx", bench_config(BRCConfig(tasks="humanoids"),
+                                      chunk=2 if jax.default_backend() == "cpu" else 250)),
+        "minatar": ("minatar", bench_config(
+            DQNConfig(tasks="minatar", critic_width=4096 if jax.default_backend() != "cpu" else 256,
+                      batch_size=1024 if jax.default_backend() != "cpu" else 128,
+                      num_envs=64 if jax.default_backend() != "cpu" else 16,
+                      buffer_capacity=100_000), chunk=100 if jax.default_backend() == "cpu" else 500)),
+    }
+
+
+SWEEPS = {"num_seeds": (1, 2, 4, 8), "num_envs": (1, 4, 16), "critic_width": (64, 128, 256, 512)}
+
+
+# -- the device -----------------------------------------------------------------------------------
+# Dense datasheet peaks (FLOP/s). XLA runs f32 matmuls on these GPUs as TF32 by default.
+GPU_PEAKS = {"H100": {"float32": 494.7e12, "bfloat16": 989.4e12},
+             "H200": {"float32": 494.7e12, "bfloat16": 989.4e12},
+             "A100": {"float32": 156e12, "bfloat16": 312e12}}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+@functools.lru_cache
+def peak_flops(dtype: str) -> tuple[float, str]:
+    device = jax.devices()[0]
+    for name, peaks in GPU_PEAKS.items():
+        if name in device.device_kind:
+            return peaks[dtype], f"datasheet dense {dtype} peak of {name}"
+    n = 1024
+    a = jnp.ones((n, n), jnp.float32)
+    mm = jax.jit(lambda a: a @ a).lower(a).compile()
+    mm(a).block_until_ready()
+    best = min(_timed(lambda: mm(a).block_until_ready()) for _ in range(10))
+    return 2 * n**3 / best, f"best f32 {n}x{n} matmul measured in this process"
+
+
+def device_slug() -> str:
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"cpu-{os.cpu_count()}core"
+    return device.device_kind.lower().replace(" ", "-")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# -- measuring the fused loop ---------------------------------------------------------------------
+def update_flops(agent, state, config, num_tasks: int) -> float:
+    """XLA's FLOP count of one gradient step of one seed, from the lowered `agent.update`."""
+    one = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)  # noqa: E731  (drop the seed axis)
+    agent_state = jax.tree.map(one, state.agent)
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.batch_size,) + x.shape[3:], x.dtype),
+                         state.buffer.data)  # leaves [seeds, tasks, capacity, ...]
+    tasks = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)
+    scale = jax.ShapeDtypeStruct((num_tasks,), jnp.float32)
+    key = jax.ShapeDtypeStruct(state.key.shape[1:], state.key.dtype)
+    cost = jax.jit(agent.update).lower(agent_state, batch, tasks, scale, key).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def peak_memory(compiled) -> tuple[int, str]:
+    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "device memory_stats peak_bytes_in_use"
+    m = compiled.memory_analysis()
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return int(total), "XLA memory_analysis of the chunk (arguments + outputs + temporaries - donated)"
+
+
+def measure_fused(kind: str, config, timed_chunks: int) -> dict:
+    """Compile the vmapped chunk, run one warm-up chunk (env only), then time `timed_chunks`
+    learning chunks."""
+    spec = kinds.get(kind)
+    names = spec.resolve_tasks(config.tasks)
+    env, eval_env, agent = spec.build(config, names)
+    trainer = make_train(config, env, eval_env, agent)
+    state = fresh_start(config, vmapped_init(trainer), seed_keys(config.seed, config.num_seeds)).state
+    jax.block_until_ready(state)
+    learn_from = jnp.int32(config.warmup_iterations)
+
+    t0 = time.perf_counter()
+    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None, None)), donate_argnums=0) \
+        .lower(state, jnp.int32(0), learn_from).compile()
+    compile_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    state, _ = chunk(state, jnp.int32(0), learn_from)  # warm-up chunk: random actions, no updates
+    jax.block_until_ready(state)
+    env_only_s = time.perf_counter() - t0
+    it = config.chunk
+    state, _ = chunk(state, jnp.int32(it), learn_from)  # first learning chunk, untimed
+    jax.block_until_ready(state)
+    it += config.chunk
+    t0 = time.perf_counter()
+    for _ in range(timed_chunks):
+        state, metrics = chunk(state, jnp.int32(it), learn_from)
+        it += config.chunk
+    jax.block_until_ready((state, metrics))
+    run_s = time.perf_counter() - t0
+
+    its = timed_chunks * config.chunk
+    steps_per_it = config.num_seeds * len(names) * config.num_envs
+    flops = update_flops(agent, state, config, len(names))
+    grad_steps_per_s = its * config.utd * config.num_seeds / run_s
+    peak, peak_source = peak_flops(config.critic_matmul_dtype)
+    memory, memory_source = peak_memory(chunk)
+    return dict(
+        kind=kind, tasks=list(names), num_tasks=len(names), num_seeds=config.num_seeds,
+        num_envs=config.num_envs, critic_width=config.critic_width, actor_width=config.actor_width,
+        batch_size=config.batch_size, utd=config.utd, matmul_dtype=config.critic_matmul_dtype,
+        chunk_iterations=config.chunk, timed_iterations=its,
+        compile_s=compile_s, run_s=run_s,
+        iterations_per_s=its / run_s, env_steps_per_s=its * steps_per_it / run_s,
+        grad_steps_per_s=grad_steps_per_s,
+        env_only_iterations_per_s=config.chunk / env_only_s,
+        env_share=(env_only_s / config.chunk) / (run_s / its),
+        peak_memory_bytes=memory, peak_memory_source=memory_source,
+        update_flops=flops, flops_source="XLA cost_analysis of one lowered agent.update (per seed)",
+        achieved_flops_per_s=flops * grad_steps_per_s, peak_flops_per_s=peak,
+        peak_flops_source=peak_source, mfu=flops * grad_steps_per_s / peak,
+    )
+
+
+# -- the comparisons ------------------------------------------------------------------------------
+def compare_config(args: Args, tasks: str, num_seeds: int) -> BRCConfig:
+    """Our side of a comparison: the networks, batch per task and UTD brax gets."""
+    n = len(tasks.split(","))
+    warmup = args.compare_steps // 3
+    return BRCConfig(tasks=tasks, num_seeds=num_seeds, critic_width=args.compare_width,
+                     actor_width=args.compare_width, actor_depth=2, batch_size=args.compare_batch * n,
+                     utd=2, warmup_iterations=warmup, chunk_iterations=warmup,
+                     eval_every=warmup, total_iterations=args.compare_steps, eval_episodes=1)
+
+
+def compare(args: Args, log) -> tuple[list[dict], dict]:
+    from bench import brax_sac, unfused
+    records, ratios = [], {}
+    for label, tasks, seeds in (("single", "CartpoleSwingup", 1), ("multi", CHEAP, args.compare_seeds)):
+        config = compare_config(args, tasks, seeds)
+        ours = measure_fused("mjx", config, timed_chunks=max(1, args.compare_steps // config.chunk - 2))
+        ours.update(name=f"fused_{label}")
+        hidden = 1 + 2 * config.critic_depth  # BroNet matmuls before the head
+        runs = [brax_sac.measure(task, config.seed + s, env_steps=args.compare_steps,
+                                 warmup=config.warmup_iterations, width=args.compare_width,
+                                 hidden_layers=hidden, batch_size=args.compare_batch, utd=config.utd)
+                for task in tasks.split(",") for s in range(seeds)]
+        brax_steps = sum(r["timed_env_steps"] for r in runs)
+        brax_s = sum(r["timed_s"] for r in runs)
+        brax = dict(name=f"brax_sac_{label}", kind="brax_sac", tasks=tasks.split(","), num_seeds=seeds,
+                    runs=runs, width=args.compare_width, hidden_layers=hidden,
+                    batch_size=args.compare_batch, utd=config.utd,
+                    env_steps_per_s=brax_steps / brax_s, total_s=sum(r["total_s"] for r in runs))
+        key = "ratio_vs_brax_sac_single" if label == "single" else "ratio_vs_brax_sac"
+        ratios[key] = ours["env_steps_per_s"] / brax["env_steps_per_s"]
+        log(f"{label}: fused {ours['env_steps_per_s']:,.0f} env-steps/s, brax SAC "
+            f"{brax['env_steps_per_s']:,.0f} -> {key} = {ratios[key]:.2f}")
+        records += [ours, brax]
+
+    config = compare_config(args, CHEAP, 1)
+    names = kinds.get("mjx").resolve_tasks(CHEAP)
+    env, _, agent = kinds.build_mjx(config, names)
+    slow = unfused.measure(config, env, agent, iterations=200, warmup=config.warmup_iterations)
+    fused = measure_fused("mjx", config, timed_chunks=1)
+    ratios["ratio_vs_unfused"] = fused["env_steps_per_s"] / slow["env_steps_per_s"]
+    log(f"unfused: fused {fused['env_steps_per_s']:,.0f} env-steps/s, unfused "
+        f"{slow['env_steps_per_s']:,.0f} -> ratio_vs_unfused = {ratios['ratio_vs_unfused']:.2f}")
+    records += [dict(fused, name="fused_vs_unfused"),
+                dict(slow, name="unfused", kind="unfused", tasks=list(names), num_seeds=1,
+                     critic_width=config.critic_width, batch_size=config.batch_size, utd=config.utd)]
+    return records, ratios
+
+
+# -- output ---------------------------------------------------------------------------------------
+COLUMNS = (("name", "{}"), ("compile_s", "{:.1f}"), ("iterations_per_s", "{:,.1f}"),
+           ("env_steps_per_s", "{:,.0f}"), ("grad_steps_per_s", "{:,.1f}"), ("env_share", "{:.2f}"),
+           ("peak_memory_bytes", "{:.3g}"), ("achieved_flops_per_s", "{:.3g}"), ("mfu", "{:.4f}"))
+
+
+def table(records) -> str:
+    rows = [[c for c, _ in COLUMNS]]
+    for r in records:
+        rows.append([fmt.format(r[c]) if r.get(c) is not None else "-" for c, fmt in COLUMNS])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
+
+
+def plot_sweeps(records, path: Path) -> bool:
+    sweeps = {}
+    for r in records:
+        if r.get("sweep"):
+            sweeps.setdefault(r["sweep"], []).append(r)
+    if not sweeps:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.4), squeeze=False)
+    for ax, (name, rs) in zip(axes[0], sweeps.items()):
+        xs = [r[name] for r in rs]
+        ax.plot(xs, [r["env_steps_per_s"] for r in rs], "o-", label="env-steps/s")
+        ax.plot(xs, [r["grad_steps_per_s"] for r in rs], "s--", label="gradient steps/s")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(name.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle(f"purejaxbrc fused loop, small config, {jax.devices()[0].device_kind}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main(args: Args):
+    names = [n for n in (args.configs or ("small" if args.quick or args.tiny else "small,paper,minatar")).split(",") if n]
+    all_configs = configurations(args)
+    unknown = [n for n in names if n not in all_configs]
+    if unknown:
+        raise ConfigError(f"unknown --configs {', '.join(unknown)}; known: {', '.join(all_configs)}")
+    if args.timed_chunks <= 0 or args.compare_steps < 300 or args.compare_seeds <= 0:
+        raise ConfigError("--timed-chunks and --compare-seeds must be > 0, --compare-steps >= 300")
+    out = Path(args.out or f"bench/results/{device_slug()}-{datetime.date.today().isoformat()}.json")
+    enable_compilation_cache()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+
+    records, ratios = [], {}
+    for name in names:
+        kind, config = all_configs[name]
+        log(f"measuring {name} ...")
+        records.append(dict(measure_fused(kind, config, args.timed_chunks), name=name))
+    if args.sweeps and not (args.quick or args.tiny) and "small" in all_configs:
+        kind, base = all_configs["small"]
+        for field, values in SWEEPS.items():
+            for v in values:
+                log(f"sweep {field}={v} ...")
+                config = dataclasses.replace(base, **{field: v})
+                if field == "critic_width":
+                    config = dataclasses.replace(config, actor_width=v)
+                records.append(dict(measure_fused(kind, config, args.timed_chunks),
+                                    name=f"small/{field}={v}", sweep=field))
+    if args.compare and not args.tiny:
+        more, ratios = compare(args, log)
+        records += more
+
+    device = jax.devices()[0]
+    info = run_info(None)
+    result = dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
+                  device=device.device_kind, platform=device.platform, cpu=cpu_model(),
+                  cpu_count=os.cpu_count(), versions=info["versions"], command=" ".join(sys.argv),
+                  max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  **ratios, records=records)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    print(table([r for r in records if "compile_s" in r or "env_steps_per_s" in r]))
+    for k, v in ratios.items():
+        print(f"{k} = {v:.2f}")
+    if plot_sweeps(records, out.with_suffix(".png")):
+        log(f"wrote {out.with_suffix('.png')}")
+    log(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    exit_on_error(lambda: main(tyro.cli(Args)))
