@@ -12,9 +12,14 @@ and network width and depth: brax's MLPs get as many `width`-wide hidden layers 
 BroNets have matmuls before their heads. Not matched (the methods differ): brax's critic is a
 plain ReLU MLP with a scalar Q, ours a residual LayerNorm BroNet with 101-atom categorical
 heads; brax uses Adam, we AdamW; brax prefills with its initial policy, we with uniform
-actions; brax evaluates with 1 environment between epochs (outside the timed epoch).
+actions.
+
+Evaluation is not part of the measured work (the fused loop is timed without it too), so brax's
+evaluator is replaced by one that only passes the training metrics on: otherwise its 1000-step
+evaluation episodes dominate the wall time of these short runs.
 """
 
+import contextlib
 import functools
 import time
 
@@ -48,15 +53,16 @@ def measure(task: str, seed: int, *, env_steps: int, warmup: int, width: int, hi
             epochs.append(float(metrics["training/sps"]))
 
     t0 = time.perf_counter()
-    sac.train(
-        environment=load_task(task), wrap_env_fn=wrapper.wrap_for_brax_training,
-        num_timesteps=env_steps, episode_length=episode_length, num_envs=1, num_eval_envs=1,
-        learning_rate=3e-4, discounting=0.99, tau=0.005, seed=seed, batch_size=batch_size,
-        grad_updates_per_step=utd, min_replay_size=warmup, max_replay_size=env_steps,
-        num_evals=3, normalize_observations=False, deterministic_eval=True,
-        network_factory=functools.partial(sac_networks.make_sac_networks,
-                                          hidden_layer_sizes=(width,) * hidden_layers),
-        progress_fn=progress)
+    with _without_evaluation():
+        sac.train(
+            environment=load_task(task), wrap_env_fn=wrapper.wrap_for_brax_training,
+            num_timesteps=env_steps, episode_length=episode_length, num_envs=1, num_eval_envs=1,
+            learning_rate=3e-4, discounting=0.99, tau=0.005, seed=seed, batch_size=batch_size,
+            grad_updates_per_step=utd, min_replay_size=warmup, max_replay_size=env_steps,
+            num_evals=3, normalize_observations=False, deterministic_eval=True,
+            network_factory=functools.partial(sac_networks.make_sac_networks,
+                                              hidden_layer_sizes=(width,) * hidden_layers),
+            progress_fn=progress)
     total_s = time.perf_counter() - t0
     if len(epochs) < 2:
         raise RuntimeError(f"brax SAC reported {len(epochs)} training epochs, expected 2")
@@ -64,3 +70,19 @@ def measure(task: str, seed: int, *, env_steps: int, warmup: int, width: int, hi
     return dict(task=task, seed=seed, env_steps_per_s=epochs[-1], timed_env_steps=steps_per_epoch,
                 timed_s=steps_per_epoch / epochs[-1], first_epoch_env_steps_per_s=epochs[0],
                 total_s=total_s)
+
+
+@contextlib.contextmanager
+def _without_evaluation():
+    from brax.training import acting
+
+    class PassThrough(acting.Evaluator):
+        def run_evaluation(self, policy_params, training_metrics, aggregate_episodes=True):
+            return dict(training_metrics)
+
+    original = acting.Evaluator
+    acting.Evaluator = PassThrough
+    try:
+        yield
+    finally:
+        acting.Evaluator = original

@@ -58,8 +58,9 @@ class Args:
     """Network width of the comparison (both methods)."""
     compare_batch: int = 128
     """Batch per task of the comparison (ours samples batch x tasks over all tasks)."""
-    compare_steps: int = 2000
-    """Env steps per task and seed in each comparison run (warm-up included)."""
+    compare_steps: int = 0
+    """Env steps per task and seed in each comparison run, warm-up included (0: 600 with
+    --quick, else 2000)."""
     compare_seeds: int = 4
     timed_chunks: int = 3
     """Chunks timed per configuration, after an untimed warm-up chunk."""
@@ -225,51 +226,57 @@ def measure_fused(kind: str, config, timed_chunks: int) -> dict:
 
 
 # -- the comparisons ------------------------------------------------------------------------------
-def compare_config(args: Args, tasks: str, num_seeds: int) -> BRCConfig:
-    """Our side of a comparison: the networks, batch per task and UTD brax gets."""
+def compare_config(args: Args, tasks: str, num_seeds: int, steps: int) -> BRCConfig:
+    """Our side of a comparison: the networks, batch per task and UTD brax gets; a third of
+    the steps warm up, a third learn untimed (brax's first epoch, which compiles), a third is
+    timed (brax's second epoch)."""
     n = len(tasks.split(","))
-    warmup = args.compare_steps // 3
+    warmup = steps // 3
     return BRCConfig(tasks=tasks, num_seeds=num_seeds, critic_width=args.compare_width,
                      actor_width=args.compare_width, actor_depth=2, batch_size=args.compare_batch * n,
                      utd=2, warmup_iterations=warmup, chunk_iterations=warmup,
-                     eval_every=warmup, total_iterations=args.compare_steps, eval_episodes=1)
+                     eval_every=warmup, total_iterations=steps, eval_episodes=1)
 
 
 def compare(args: Args, log) -> tuple[list[dict], dict]:
+    """(i) one task, one seed and (ii) three tasks x `compare_seeds` seeds: our fused loop (one
+    program) against brax SAC (one run per task and seed, one after another); for (i) also the
+    unfused loop with our own agent."""
     from bench import brax_sac, unfused
+    steps = args.compare_steps or (600 if args.quick else 2000)
     records, ratios = [], {}
     for label, tasks, seeds in (("single", "CartpoleSwingup", 1), ("multi", CHEAP, args.compare_seeds)):
-        config = compare_config(args, tasks, seeds)
-        ours = measure_fused("mjx", config, timed_chunks=max(1, args.compare_steps // config.chunk - 2))
+        config = compare_config(args, tasks, seeds, steps)
+        log(f"{label}: fused loop, {tasks} x {seeds} seeds ...")
+        ours = measure_fused("mjx", config, timed_chunks=max(1, steps // config.chunk - 2))
         ours.update(name=f"fused_{label}")
         hidden = 1 + 2 * config.critic_depth  # BroNet matmuls before the head
-        runs = [brax_sac.measure(task, config.seed + s, env_steps=args.compare_steps,
+        log(f"{label}: brax SAC, {len(tasks.split(','))} tasks x {seeds} seeds, one run each ...")
+        runs = [brax_sac.measure(task, config.seed + s, env_steps=steps,
                                  warmup=config.warmup_iterations, width=args.compare_width,
                                  hidden_layers=hidden, batch_size=args.compare_batch, utd=config.utd)
                 for task in tasks.split(",") for s in range(seeds)]
-        brax_steps = sum(r["timed_env_steps"] for r in runs)
-        brax_s = sum(r["timed_s"] for r in runs)
         brax = dict(name=f"brax_sac_{label}", kind="brax_sac", tasks=tasks.split(","), num_seeds=seeds,
                     runs=runs, width=args.compare_width, hidden_layers=hidden,
                     batch_size=args.compare_batch, utd=config.utd,
-                    env_steps_per_s=brax_steps / brax_s, total_s=sum(r["total_s"] for r in runs))
+                    env_steps_per_s=sum(r["timed_env_steps"] for r in runs) / sum(r["timed_s"] for r in runs),
+                    total_s=sum(r["total_s"] for r in runs))
         key = "ratio_vs_brax_sac_single" if label == "single" else "ratio_vs_brax_sac"
         ratios[key] = ours["env_steps_per_s"] / brax["env_steps_per_s"]
-        log(f"{label}: fused {ours['env_steps_per_s']:,.0f} env-steps/s, brax SAC "
-            f"{brax['env_steps_per_s']:,.0f} -> {key} = {ratios[key]:.2f}")
+        log(f"{label}: fused {ours['env_steps_per_s']:,.1f} env-steps/s, brax SAC "
+            f"{brax['env_steps_per_s']:,.1f} -> {key} = {ratios[key]:.2f}")
         records += [ours, brax]
-
-    config = compare_config(args, CHEAP, 1)
-    names = kinds.get("mjx").resolve_tasks(CHEAP)
-    env, _, agent = kinds.build_mjx(config, names)
-    slow = unfused.measure(config, env, agent, iterations=200, warmup=config.warmup_iterations)
-    fused = measure_fused("mjx", config, timed_chunks=1)
-    ratios["ratio_vs_unfused"] = fused["env_steps_per_s"] / slow["env_steps_per_s"]
-    log(f"unfused: fused {fused['env_steps_per_s']:,.0f} env-steps/s, unfused "
-        f"{slow['env_steps_per_s']:,.0f} -> ratio_vs_unfused = {ratios['ratio_vs_unfused']:.2f}")
-    records += [dict(fused, name="fused_vs_unfused"),
-                dict(slow, name="unfused", kind="unfused", tasks=list(names), num_seeds=1,
-                     critic_width=config.critic_width, batch_size=config.batch_size, utd=config.utd)]
+        if label == "single":
+            log("single: unfused loop ...")
+            env, _, agent = kinds.build_mjx(config, (tasks,))
+            slow = unfused.measure(config, env, agent, iterations=max(100, steps // 3),
+                                   warmup=config.warmup_iterations)
+            ratios["ratio_vs_unfused"] = ours["env_steps_per_s"] / slow["env_steps_per_s"]
+            log(f"single: fused {ours['env_steps_per_s']:,.1f} env-steps/s, unfused "
+                f"{slow['env_steps_per_s']:,.1f} -> ratio_vs_unfused = {ratios['ratio_vs_unfused']:.2f}")
+            records.append(dict(slow, name="unfused_single", kind="unfused", tasks=[tasks], num_seeds=1,
+                                critic_width=config.critic_width, batch_size=config.batch_size,
+                                utd=config.utd))
     return records, ratios
 
 
@@ -319,8 +326,8 @@ def main(args: Args):
     unknown = [n for n in names if n not in all_configs]
     if unknown:
         raise ConfigError(f"unknown --configs {', '.join(unknown)}; known: {', '.join(all_configs)}")
-    if args.timed_chunks <= 0 or args.compare_steps < 300 or args.compare_seeds <= 0:
-        raise ConfigError("--timed-chunks and --compare-seeds must be > 0, --compare-steps >= 300")
+    if args.timed_chunks <= 0 or args.compare_seeds <= 0 or 0 < args.compare_steps < 300:
+        raise ConfigError("--timed-chunks and --compare-seeds must be > 0, --compare-steps 0 or >= 300")
     out = Path(args.out or f"bench/results/{device_slug()}-{datetime.date.today().isoformat()}.json")
     enable_compilation_cache()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
