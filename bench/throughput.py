@@ -37,7 +37,8 @@ import tyro
 
 from purejaxbrc import kinds
 from purejaxbrc.config import BRCConfig, ConfigError
-from purejaxbrc.run import enable_compilation_cache, exit_on_error, fresh_start, run_info, seed_keys, vmapped_init
+from purejaxbrc.run import (enable_compilation_cache, exit_on_error, fresh_start, run_info, seed_keys,
+                            vmapped_init)
 from purejaxbrc.train import make_train
 
 CHEAP = "CartpoleBalance,CartpoleSwingup,PendulumSwingup"
@@ -321,7 +322,8 @@ def plot_sweeps(records, path: Path) -> bool:
 
 
 def main(args: Args):
-    names = [n for n in (args.configs or ("small" if args.quick or args.tiny else "small,paper,minatar")).split(",") if n]
+    default = "small" if args.quick or args.tiny else "small,paper,minatar"
+    names = [n for n in (args.configs or default).split(",") if n]
     all_configs = configurations(args)
     unknown = [n for n in names if n not in all_configs]
     if unknown:

@@ -15,7 +15,8 @@ from purejaxbrc.kinds import build_minatar as build  # noqa: F401 (used by main 
 from purejaxbrc.runlog import check_run_dir
 
 PRESETS = {
-    "cpu": ("2-core CPU, ~10 min: Breakout-MinAtar, 16 envs, width-256 critic, batch 128, UTD 1.",
+    "cpu": ("2-core CPU, ~7 min (409 s training): Breakout-MinAtar, 16 envs, width-256 critic, "
+            "batch 128, UTD 1.",
             DQNConfig(tasks="Breakout-MinAtar", num_envs=16, total_iterations=16_000,
                       warmup_iterations=500, eval_every=2_000, eval_episodes=8, eps_decay=5_000,
                       critic_width=256, batch_size=128, utd=1, buffer_capacity=100_000,
