@@ -37,8 +37,8 @@ import tyro
 
 from purejaxbrc import kinds
 from purejaxbrc.config import BRCConfig, ConfigError
-from purejaxbrc.run import (enable_compilation_cache, exit_on_error, fresh_start, run_info, seed_keys,
-                            vmapped_init)
+from purejaxbrc.run import (compile_chunk, enable_compilation_cache, exit_on_error, fresh_start,
+                            run_info, seed_keys, vmapped_init)
 from purejaxbrc.train import make_train
 
 CHEAP = "CartpoleBalance,CartpoleSwingup,PendulumSwingup"
@@ -86,17 +86,16 @@ def configurations(args: Args) -> dict[str, tuple[str, object]]:
         return {"small": ("mjx", bench_config(
             BRCConfig(tasks="CartpoleBalance", critic_width=16, actor_width=16, batch_size=16,
                       buffer_capacity=1000, episode_length=50), chunk=20))}
+    cpu = jax.default_backend() == "cpu"  # CPU: the same programs, sized to finish in minutes
     return {
         "small": ("mjx", bench_config(
             BRCConfig(tasks=CHEAP, critic_width=128, actor_width=128, batch_size=128,
                       buffer_capacity=100_000), chunk=250)),
-        "paper": ("mjx", bench_config(BRCConfig(tasks="humanoids"),
-                                      chunk=2 if jax.default_backend() == "cpu" else 250)),
+        "paper": ("mjx", bench_config(BRCConfig(tasks="humanoids"), chunk=2 if cpu else 250)),
         "minatar": ("minatar", bench_config(
-            DQNConfig(tasks="minatar", critic_width=4096 if jax.default_backend() != "cpu" else 256,
-                      batch_size=1024 if jax.default_backend() != "cpu" else 128,
-                      num_envs=64 if jax.default_backend() != "cpu" else 16,
-                      buffer_capacity=100_000), chunk=100 if jax.default_backend() == "cpu" else 500)),
+            DQNConfig(tasks="minatar", critic_width=256 if cpu else 4096,
+                      batch_size=128 if cpu else 1024, num_envs=16 if cpu else 64,
+                      buffer_capacity=100_000), chunk=100 if cpu else 500)),
     }
 
 
@@ -184,21 +183,20 @@ def measure_fused(kind: str, config, timed_chunks: int) -> dict:
     learn_from = jnp.int32(config.warmup_iterations)
 
     t0 = time.perf_counter()
-    chunk = jax.jit(jax.vmap(trainer.chunk, in_axes=(0, None, None)), donate_argnums=0) \
-        .lower(state, jnp.int32(0), learn_from).compile()
+    chunk = compile_chunk(trainer, state, 0, learn_from)  # the program the run loop calls
     compile_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    state, _ = chunk(state, jnp.int32(0), learn_from)  # warm-up chunk: random actions, no updates
+    state, _, _ = chunk(state, jnp.int32(0), learn_from)  # warm-up chunk: random actions, no updates
     jax.block_until_ready(state)
     env_only_s = time.perf_counter() - t0
     it = config.chunk
-    state, _ = chunk(state, jnp.int32(it), learn_from)  # first learning chunk, untimed
+    state, _, _ = chunk(state, jnp.int32(it), learn_from)  # first learning chunk, untimed
     jax.block_until_ready(state)
     it += config.chunk
     t0 = time.perf_counter()
     for _ in range(timed_chunks):
-        state, metrics = chunk(state, jnp.int32(it), learn_from)
+        state, metrics, _ = chunk(state, jnp.int32(it), learn_from)
         it += config.chunk
     jax.block_until_ready((state, metrics))
     run_s = time.perf_counter() - t0

@@ -104,6 +104,13 @@ def guarded_chunk(trainer):
     return chunk
 
 
+def compile_chunk(trainer, state, it, learn_from):
+    """The guarded chunk, vmapped over seeds with the state donated, compiled ahead of time for
+    `state`'s shapes: `(state, it, learn_from) -> (state, metrics, finite flags)`."""
+    return jax.jit(jax.vmap(guarded_chunk(trainer), in_axes=(0, None, None)), donate_argnums=0) \
+        .lower(state, jnp.int32(it), jnp.int32(learn_from)).compile()
+
+
 def non_finite(metrics, flags, seeds) -> str | None:
     """`"critic_loss (seed 0)"` for the first non-finite metric or agent field, else None."""
     for kind, values in (("", metrics), ("parameters in ", flags)):
@@ -280,8 +287,7 @@ def run(config, env, eval_env, agent, log=print, kind: str | None = None):
     state, it, learn_from = start.state, start.iteration, start.learn_from
     # Compile ahead of time so compile time is reported apart from run time.
     it0 = jnp.int32(it)
-    chunk = jax.jit(jax.vmap(guarded_chunk(trainer), in_axes=(0, None, None)), donate_argnums=0) \
-        .lower(state, it0, jnp.int32(learn_from)).compile()
+    chunk = compile_chunk(trainer, state, it0, learn_from)
     eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.eval_key, it0)
     evaluate = jax.jit(jax.vmap(trainer.evaluate)).lower(state.agent, eval_keys).compile()
     compile_s = time.perf_counter() - t0
