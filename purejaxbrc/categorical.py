@@ -1,10 +1,4 @@
-"""The categorical value support, the C51 projection and the cross-entropy loss.
-
-The projection is written as a triangular kernel: atom `i` receives `p_j * max(0, 1 - |b_j - i|)`
-from every shifted atom `j`. For `b_j` between `l = floor(b_j)` and `u = ceil(b_j)` that is
-`p_j (u - b_j)` to `l` and `p_j (b_j - l)` to `u`, and all of `p_j` to `l` when `l == u`: the
-C51 rule exactly, with no scatter and no special case.
-"""
+"""The categorical value support, the C51 projection and the cross-entropy loss."""
 
 import jax
 import jax.numpy as jnp
@@ -16,16 +10,27 @@ def support(num_atoms: int, v_max: float):
 
 
 def project(target_atoms, probs, num_atoms: int, v_max: float):
-    """Project probabilities `probs` sitting at `target_atoms` onto the fixed support.
+    """Project probabilities `probs` sitting at `target_atoms` onto the fixed support (C51).
 
     Both inputs are `[..., num_atoms_in]`; the result is `[..., num_atoms]` and sums to the
-    same mass. Atoms outside `[-v_max, v_max]` are clipped to the ends first.
+    same mass. Atoms outside `[-v_max, v_max]` are clipped to the ends first. A shifted atom at
+    `b` (in atom units) between `l = floor(b)` and `l + 1` gives `p (l + 1 - b)` to `l` and
+    `p (b - l)` to `l + 1`; on an atom that is all of `p` to `l`, C51's `l == u` case. Two
+    scatter-adds: linear in the atoms, where a dense [..., J, N] kernel costs J times more.
     """
     delta = 2.0 * v_max / (num_atoms - 1)
     b = (jnp.clip(target_atoms, -v_max, v_max) + v_max) / delta  # [..., J] in [0, N-1]
-    idx = jnp.arange(num_atoms, dtype=b.dtype)
-    weight = jnp.maximum(0.0, 1.0 - jnp.abs(b[..., :, None] - idx))  # [..., J, N]
-    return jnp.einsum("...j,...jn->...n", probs, weight, precision=jax.lax.Precision.HIGHEST)
+    lower = jnp.floor(b)
+    to_upper = b - lower
+    lo = lower.astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, num_atoms - 1)  # b == N-1: weight 0 goes to N-1 itself
+    lead, j = b.shape[:-1], b.shape[-1]
+    rows = jnp.arange(b.size // j)[:, None]
+    flat = lambda x: x.reshape(-1, j)  # noqa: E731
+    out = jnp.zeros((b.size // j, num_atoms), probs.dtype)
+    out = out.at[rows, flat(lo)].add(flat(probs * (1.0 - to_upper)), mode="promise_in_bounds")
+    out = out.at[rows, flat(hi)].add(flat(probs * to_upper), mode="promise_in_bounds")
+    return out.reshape(lead + (num_atoms,))
 
 
 def cross_entropy(logits, target_probs):

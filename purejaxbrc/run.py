@@ -104,11 +104,41 @@ def guarded_chunk(trainer):
     return chunk
 
 
+# XLA:CPU hands dots, reductions and elementwise fusions to YNNPACK by default. At our layer
+# sizes its reductions (LayerNorm, softmax) run several times slower than XLA's own loops, most
+# of all under the seed vmap: keeping YNNPACK to dots made a one-seed learning iteration 28%
+# faster here (bench/README.md). Options only change how XLA:CPU runs the program.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+def compile_lowered(lowered):
+    """`lowered.compile()`, with `CPU_COMPILER_OPTIONS` on the CPU backend where this XLA knows
+    them (a jaxlib without the option compiles with its defaults)."""
+    if jax.default_backend() == "cpu":
+        try:
+            return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+        except jax.errors.JaxRuntimeError as e:
+            if not any(name in str(e) for name in CPU_COMPILER_OPTIONS):
+                raise
+    return lowered.compile()
+
+
 def compile_chunk(trainer, state, it, learn_from):
-    """The guarded chunk, vmapped over seeds with the state donated, compiled ahead of time for
-    `state`'s shapes: `(state, it, learn_from) -> (state, metrics, finite flags)`."""
-    return jax.jit(jax.vmap(guarded_chunk(trainer), in_axes=(0, None, None)), donate_argnums=0) \
-        .lower(state, jnp.int32(it), jnp.int32(learn_from)).compile()
+    """The guarded chunk over the seed axis with the state donated, compiled ahead of time for
+    `state`'s shapes: `(state, it, learn_from) -> (state, metrics, finite flags)`.
+
+    Many seeds are vmapped. One seed runs the chunk itself on the squeezed state: a vmap of
+    size one turns every dot into a batched dot, which XLA:CPU runs more slowly.
+    """
+    chunk = guarded_chunk(trainer)
+    if jax.tree.leaves(state)[0].shape[0] == 1:
+        def over_seeds(state, it, learn_from):
+            out = chunk(jax.tree.map(lambda x: x[0], state), it, learn_from)
+            return jax.tree.map(lambda x: x[None], out)
+    else:
+        over_seeds = jax.vmap(chunk, in_axes=(0, None, None))
+    lowered = jax.jit(over_seeds, donate_argnums=0).lower(state, jnp.int32(it), jnp.int32(learn_from))
+    return compile_lowered(lowered)
 
 
 def non_finite(metrics, flags, seeds) -> str | None:

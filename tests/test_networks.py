@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxbrc.actor import TanhGaussianActor
-from purejaxbrc.bronet import BroNet
+from purejaxbrc.bronet import BroNet, matmul
 from purejaxbrc.critic import CategoricalCritic
 from purejaxbrc.embedding import TaskEmbedding
 from purejaxbrc.padding import pad_last_axis, task_action, valid_action_mask
@@ -34,6 +34,22 @@ def test_bronet_structure_and_orthogonal_init():
     np.testing.assert_allclose(w.T @ w, 2.0 * np.eye(64), atol=1e-4)  # orthogonal, gain sqrt(2)
     assert float(jnp.abs(net.blocks[0].dense1.bias).sum()) == 0.0
     assert net(jnp.ones((3, 7))).shape == (3, 64)
+
+
+def test_matmul_gradient_equals_the_plain_products():
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    x, w = jax.random.normal(k1, (2, 5, 7)), jax.random.normal(k2, (7, 3))
+    g = jax.random.normal(k3, (2, 5, 3))
+    loss = lambda f: lambda x, w: jnp.sum(f(x, w) * g)  # noqa: E731
+    got = jax.grad(loss(matmul), argnums=(0, 1))(x, w)
+    want = jax.grad(loss(jnp.matmul), argnums=(0, 1))(x, w)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # under vmap (the critic ensemble) too
+    ws = jnp.stack([w, 2 * w])
+    got = jax.grad(lambda ws: jnp.sum(jax.vmap(lambda w: matmul(x, w))(ws) ** 2))(ws)
+    want = jax.grad(lambda ws: jnp.sum(jax.vmap(lambda w: x @ w)(ws) ** 2))(ws)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_critic_ensemble_is_independent_and_conditioned_on_task():

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_mjx  # noqa: E402
 from purejaxbrc.config import BRCConfig  # noqa: E402
-from purejaxbrc.run import seed_keys  # noqa: E402
+from purejaxbrc.run import compile_chunk, seed_keys, vmapped_init  # noqa: E402
 from purejaxbrc.train import make_train  # noqa: E402
 
 TINY = BRCConfig(tasks="PendulumSwingup,CartpoleBalance", total_iterations=40, warmup_iterations=20,
@@ -56,6 +56,22 @@ def test_vmap_over_seeds_equals_separate_runs(trainer):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
     returns = jax.jit(jax.vmap(trainer.evaluate))(both.agent, both.eval_key)
     assert returns.shape == (2, 2) and np.isfinite(np.asarray(returns)).all()
+
+
+def test_one_seed_program_agrees_with_the_vmapped_one(trainer):
+    """`compile_chunk` runs one seed without the seed vmap; seed 0 of a two-seed run agrees."""
+    def run(keys):
+        state = jax.jit(vmapped_init(trainer))(keys)
+        chunk = compile_chunk(trainer, state, 0, 20)
+        for it in range(0, 40, 10):
+            state, _, flags = chunk(state, jnp.int32(it), jnp.int32(20))
+        return state, flags
+    one, flags = run(seed_keys(5, 1))
+    two, _ = run(seed_keys(5, 2))
+    assert all(np.asarray(v).shape == (1,) for v in flags.values())
+    for x, y in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
+        assert x.shape[0] == 1
+        np.testing.assert_allclose(x[0], y[0], rtol=1e-5, atol=1e-5)
 
 
 def test_script_smoke_run_writes_metrics_and_summary(tmp_path):
