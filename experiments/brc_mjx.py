@@ -15,8 +15,8 @@ from purejaxbrc.kinds import build_mjx as build  # noqa: F401 (used by main and 
 from purejaxbrc.runlog import check_run_dir
 
 PRESETS = {
-    "demo": ("CPU demo: three cheap control-suite tasks, small critic; ~12 min on 2 cores "
-             "(measured: 61 s compile + 621 s training).",
+    "demo": ("CPU demo: three cheap control-suite tasks, small critic; ~8 min on 2 cores "
+             "(measured: 45 s compile + 430 s training, cores shared with a CI run).",
              BRCConfig(tasks="CartpoleBalance,CartpoleSwingup,PendulumSwingup",
                        total_iterations=30_000, warmup_iterations=2_000, eval_every=5_000,
                        eval_episodes=5, critic_width=128, actor_width=128, batch_size=128,
