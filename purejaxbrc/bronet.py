@@ -4,6 +4,7 @@ Layers take batched inputs `[..., features]` directly, so a whole minibatch is o
 and no per-example vmap is needed.
 """
 
+import functools
 import math
 
 import equinox as eqx
@@ -73,9 +74,44 @@ class LayerNorm(eqx.Module):
         self.eps = eps
 
     def __call__(self, x):
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale + self.bias
+        return layer_norm(x, self.scale, self.bias, self.eps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x, scale, bias, eps: float):
+    """`(x - mean) / sqrt(var + eps) * scale + bias` over the last axis.
+
+    The gradient is written by hand, with fewer reductions than autodiff derives from the
+    forward pass: besides the matmuls, LayerNorm is the largest cost of a small BroNet on CPU."""
+    return _layer_norm_fwd(x, scale, bias, eps)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, eps):
+    centred = x - row_mean(x)
+    inv_std = jax.lax.rsqrt(row_mean(jnp.square(centred)) + eps)
+    normed = centred * inv_std
+    return normed * scale + bias, (normed, inv_std, scale)
+
+
+def _layer_norm_bwd(eps, residuals, g):
+    normed, inv_std, scale = residuals
+    g_normed = g * scale
+    dx = inv_std * (g_normed - row_mean(g_normed) - normed * row_mean(g_normed * normed))
+    rows = tuple(range(g.ndim - 1))
+    return dx, jnp.sum(g * normed, rows), jnp.sum(g, rows)
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+def row_mean(x):
+    """The mean over the last axis, keeping it. On CPU a product with a constant column: XLA:CPU
+    splits a reduction of more than 32 elements into a reduce-window and a reduce (two thunks of
+    several microseconds each), where the product is one small dot."""
+    if jax.default_backend() != "cpu":
+        return jnp.mean(x, axis=-1, keepdims=True)
+    n = x.shape[-1]
+    return x @ jnp.full((n, 1), 1.0 / n, x.dtype)
 
 
 class ResidualBlock(eqx.Module):

@@ -1,9 +1,10 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from purejaxbrc.actor import TanhGaussianActor
-from purejaxbrc.bronet import BroNet, matmul
+from purejaxbrc.bronet import BroNet, LayerNorm, matmul
 from purejaxbrc.critic import CategoricalCritic
 from purejaxbrc.embedding import TaskEmbedding
 from purejaxbrc.padding import pad_last_axis, task_action, valid_action_mask
@@ -50,6 +51,31 @@ def test_matmul_gradient_equals_the_plain_products():
     got = jax.grad(lambda ws: jnp.sum(jax.vmap(lambda w: matmul(x, w))(ws) ** 2))(ws)
     want = jax.grad(lambda ws: jnp.sum(jax.vmap(lambda w: x @ w)(ws) ** 2))(ws)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_layer_norm_and_its_gradient_equal_the_textbook_formula():
+    def textbook(x, scale, bias, eps=1e-6):
+        mean = jnp.mean(x, -1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
+        return (x - mean) / jnp.sqrt(var + eps) * scale + bias
+
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
+    x = 3.0 * jax.random.normal(k1, (2, 16, 64)) + 1.5
+    norm = LayerNorm(64)
+    norm = eqx.tree_at(lambda n: (n.scale, n.bias), norm,
+                       (1.0 + jax.random.normal(k2, (64,)), jax.random.normal(k3, (64,))))
+    np.testing.assert_allclose(norm(x), textbook(x, norm.scale, norm.bias), rtol=1e-5, atol=1e-5)
+    g = jax.random.normal(k4, x.shape)
+    got = jax.grad(lambda x, n: jnp.sum(n(x) * g), argnums=(0, 1))(x, norm)
+    want = jax.grad(lambda x, s, b: jnp.sum(textbook(x, s, b) * g), argnums=(0, 1, 2))(x, norm.scale, norm.bias)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[1].scale, want[1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got[1].bias, want[2], rtol=1e-4, atol=1e-4)
+    # under vmap with per-member parameters (the critic ensemble)
+    norms = jax.vmap(lambda s: eqx.tree_at(lambda n: n.scale, norm, s))(jnp.stack([norm.scale, 2 * norm.scale]))
+    got = jax.grad(lambda ns: jnp.sum(jax.vmap(lambda n: n(x[0]))(ns) ** 2))(norms)
+    want = jax.grad(lambda s: jnp.sum(jax.vmap(lambda s: textbook(x[0], s, norm.bias))(s) ** 2))(norms.scale)
+    np.testing.assert_allclose(got.scale, want, rtol=1e-4, atol=1e-4)
 
 
 def test_critic_ensemble_is_independent_and_conditioned_on_task():
