@@ -15,8 +15,8 @@ from purejaxbrc.kinds import build_mjx as build  # noqa: F401 (used by main and 
 from purejaxbrc.runlog import check_run_dir
 
 PRESETS = {
-    "demo": ("CPU demo: three cheap control-suite tasks, small critic; ~8 min on 2 cores "
-             "(measured: 45 s compile + 430 s training, cores shared with a CI run).",
+    "demo": ("CPU demo: three cheap control-suite tasks, small critic; ~6 min on 2 cores "
+             "(measured: 58 s compile + 294 s training).",
              BRCConfig(tasks="CartpoleBalance,CartpoleSwingup,PendulumSwingup",
                        total_iterations=30_000, warmup_iterations=2_000, eval_every=5_000,
                        eval_episodes=5, critic_width=128, actor_width=128, batch_size=128,

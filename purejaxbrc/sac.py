@@ -101,9 +101,11 @@ class SACAgent:
         probs = self._mean_probs(state.target_critic, batch.next_obs, next_action, task_ids)
         discount = self.gamma * (1.0 - batch.terminated.astype(jnp.float32))  # truncation bootstraps
         # r + d (z - alpha log pi) as a [B, 2] x [2, N] product: as a broadcast, XLA:CPU fuses the
-        # policy sample into the per-atom loop and recomputes it for each of the N atoms.
+        # policy sample into the per-atom loop and recomputes it for each of the N atoms. Full f32
+        # precision: GPUs would otherwise round the operands to TF32.
         per_row = jnp.stack([reward - discount * alpha * next_log_prob, discount], axis=-1)
-        shifted = per_row @ jnp.stack([jnp.ones_like(self.atoms), self.atoms])
+        shifted = jnp.matmul(per_row, jnp.stack([jnp.ones_like(self.atoms), self.atoms]),
+                             precision=jax.lax.Precision.HIGHEST)
         return jax.lax.stop_gradient(categorical.project(shifted, probs, self.num_atoms, self.v_max))
 
     def update(self, state: SACState, batch, task_ids, reward_scale, key):
