@@ -107,7 +107,7 @@ def guarded_chunk(trainer):
 # XLA:CPU hands dots, reductions and elementwise fusions to YNNPACK by default. At our layer
 # sizes its reductions (LayerNorm, softmax) run several times slower than XLA's own loops, most
 # of all under the seed vmap: keeping YNNPACK to dots made a one-seed learning iteration 28%
-# faster here (bench/README.md). Options only change how XLA:CPU runs the program.
+# faster here (README, "Performance"). Options only change how XLA:CPU runs the program.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
 
