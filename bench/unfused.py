@@ -53,6 +53,7 @@ def measure(config, env, agent, iterations: int, warmup: int) -> dict:
 
     agent_state = agent.init(k_agent)
     step_fn, explore_fn, update_fn = jax.jit(env.step), jax.jit(agent.explore), jax.jit(agent.update)
+    refill_fn = jax.jit(env.refill)
     norm_update = jax.jit(normalizer.update, static_argnums=4)
     scale_fn = jax.jit(lambda norm, s: normalizer.scale(norm, config.v_max, agent.reward_allowance(s)))
 
@@ -78,6 +79,9 @@ def measure(config, env, agent, iterations: int, warmup: int) -> dict:
                            truncated=step.truncated, next_obs=step.next_obs))
         norm = norm_update(norm, step.reward, step.terminated, step.truncated, config.gamma)
         obs = step.obs
+        if (step.terminated | step.truncated).any():  # a host loop resets what ended
+            key, k_refill = jax.random.split(key)
+            env_state = refill_fn(env_state, k_refill)
         if learning:
             scale = scale_fn(norm, agent_state)
             for _ in range(config.utd):

@@ -17,7 +17,7 @@ class TanhGaussianActor(eqx.Module):
     def __init__(self, key, in_features: int, action_dim: int, width: int = 256, depth: int = 1):
         k1, k2, k3 = jax.random.split(key, 3)
         self.torso = BroNet(k1, in_features, width, depth)
-        self.mean_head = Dense(k2, width, action_dim, gain=1.0)
+        self.mean_head = Dense(k2, width, action_dim)  # gain sqrt(2), as the reference
         self.log_std_head = Dense(k3, width, action_dim, gain=1.0)
 
     def __call__(self, x):

@@ -22,7 +22,10 @@ def project(target_atoms, probs, num_atoms: int, v_max: float):
     b = (jnp.clip(target_atoms, -v_max, v_max) + v_max) / delta  # [..., J] in [0, N-1]
     lower = jnp.floor(b)
     to_upper = b - lower
-    lo = lower.astype(jnp.int32)
+    # Clipped after the cast: a NaN target (a diverged critic) casts to an arbitrary integer, and
+    # the scatters below promise in-bounds indices. Its NaN mass still reaches the loss, where
+    # the run's non-finite guard stops it.
+    lo = jnp.clip(lower.astype(jnp.int32), 0, num_atoms - 1)
     hi = jnp.minimum(lo + 1, num_atoms - 1)  # b == N-1: weight 0 goes to N-1 itself
     lead, j = b.shape[:-1], b.shape[-1]
     rows = jnp.arange(b.size // j)[:, None]

@@ -35,7 +35,9 @@ class BRCConfig:
     v_max: float = 10.0
     embed_dim: int = 32
     embed_norm: Literal["l2", "l1"] = "l2"
-    batch_size: int = 1024
+    batch_size: int | None = None
+    """Transitions per gradient step, drawn over all tasks; default 256 for one task, 1024 for
+    several (the reference's rule)."""
     utd: int = 2
     """Gradient steps per iteration (independent of the number of tasks)."""
     gamma: float = 0.99
@@ -97,8 +99,21 @@ def config_diff(stored: dict, given: dict, ignore=RESUME_FREE) -> list[str]:
     return [f"{k} (stored {stored.get(k)!r}, given {given.get(k)!r})" for k in names]
 
 
+def default_batch_size(num_tasks: int) -> int:
+    """The reference's rule: 256 transitions per gradient step for one task, 1024 for several."""
+    return 256 if num_tasks == 1 else 1024
+
+
+def with_defaults(config, num_tasks: int):
+    """`config` with the fields whose default depends on the tasks filled in (`batch_size`)."""
+    if config.batch_size is None:
+        config = dataclasses.replace(config, batch_size=default_batch_size(num_tasks))
+    return config
+
+
 def validate(config: BRCConfig, num_tasks: int) -> None:
-    """Raise ConfigError with one clear line for the first problem found."""
+    """Raise ConfigError with one clear line for the first problem found (on a config
+    completed by `with_defaults`)."""
     positive = ("num_seeds", "num_envs", "total_iterations", "eval_every", "eval_episodes",
                 "episode_length", "critic_width", "critic_depth", "actor_width", "actor_depth",
                 "embed_dim", "batch_size", "utd", "buffer_capacity", "v_max", "lr", "alpha_lr",
@@ -115,6 +130,9 @@ def validate(config: BRCConfig, num_tasks: int) -> None:
         raise ConfigError(f"--gamma must be in (0, 1), got {config.gamma}")
     if not 0.0 < config.tau <= 1.0:
         raise ConfigError(f"--tau must be in (0, 1], got {config.tau}")
+    if config.buffer_capacity < config.num_envs:
+        raise ConfigError(f"--buffer-capacity ({config.buffer_capacity}) must be at least --num-envs "
+                          f"({config.num_envs}): every iteration writes one transition per environment")
     if config.warmup_iterations >= config.total_iterations:
         raise ConfigError(f"--warmup-iterations ({config.warmup_iterations}) must be smaller than "
                           f"--total-iterations ({config.total_iterations})")

@@ -29,7 +29,7 @@ class CategoricalCritic(eqx.Module):
         full_in = in_features + (embed_dim if use_embedding else 0)
         self.nets = jax.vmap(lambda k: BroNet(k, full_in, width, depth))(
             jax.random.split(k_net, num_critics))
-        self.heads = jax.vmap(lambda k: Dense(k, width, num_atoms, gain=1.0))(
+        self.heads = jax.vmap(lambda k: Dense(k, width, num_atoms))(  # gain sqrt(2), as the reference
             jax.random.split(k_head, num_critics))
         self.embedding = TaskEmbedding(k_emb, num_tasks, embed_dim, embed_norm) if use_embedding else None
 

@@ -80,7 +80,7 @@ class QNetwork(eqx.Module):
         use_embedding = num_tasks > 1  # single-task runs use no embedding (BRC.md)
         self.embedding = TaskEmbedding(k_emb, num_tasks, embed_dim, embed_norm) if use_embedding else None
         self.torso = BroNet(k_torso, features + (embed_dim if use_embedding else 0), width, depth)
-        self.head = Dense(k_head, width, num_actions * num_atoms, gain=1.0)
+        self.head = Dense(k_head, width, num_actions * num_atoms)  # gain sqrt(2), as the critic's
         self.num_actions, self.num_atoms = num_actions, num_atoms
 
     def features(self, obs):

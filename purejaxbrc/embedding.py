@@ -14,7 +14,9 @@ class TaskEmbedding(eqx.Module):
     def __init__(self, key, num_tasks: int, dim: int, norm: str = "l2"):
         if norm not in NORMS:
             raise ValueError(f"embedding norm must be one of {NORMS}, got {norm!r}")
-        self.table = jax.random.normal(key, (num_tasks, dim), jnp.float32)
+        # flax nn.Embed's default, as the reference: rows of norm about 1, so that Adam's steps
+        # move the normalised embedding's direction at the reference's pace.
+        self.table = jax.random.normal(key, (num_tasks, dim), jnp.float32) / jnp.sqrt(jnp.float32(dim))
         self.norm = norm
 
     def __call__(self, task_ids):

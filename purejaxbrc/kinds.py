@@ -12,10 +12,12 @@ from purejaxbrc.config import BRCConfig, ConfigError
 
 def build_mjx(config: BRCConfig, names):
     """`(env, eval_env, agent)` of an MJX run."""
-    from purejaxbrc.envs.mjx import MJXTaskSet
+    from purejaxbrc.envs.mjx import MJXTaskSet, pool_size_for
     from purejaxbrc.sac import SACAgent
-    env = MJXTaskSet(names, config.num_envs, config.episode_length)
-    eval_env = MJXTaskSet(names, config.eval_episodes, config.episode_length)
+    env = MJXTaskSet(names, config.num_envs, config.episode_length,
+                     pool_size=pool_size_for(config.chunk, config.episode_length))
+    # Evaluation runs every episode to its end and stops: no auto-reset, no pool.
+    eval_env = MJXTaskSet(names, config.eval_episodes, config.episode_length, pool_size=0)
     agent = SACAgent(
         obs_size=env.obs_size, action_size=env.action_size, num_tasks=env.num_tasks,
         critic_width=config.critic_width, critic_depth=config.critic_depth,

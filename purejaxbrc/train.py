@@ -3,7 +3,8 @@
 Data flows one way: env -> transition -> buffer -> batch -> update -> params -> policy.
 
 - `init(key)`: a fresh `TrainState` for one seed.
-- `chunk(state, it, learn_from=None)`: `config.chunk` iterations in one `lax.scan`. One
+- `chunk(state, it, learn_from=None)`: `env.refill` (fresh initial states for the episodes
+  that ended, off the per-step path), then `config.chunk` iterations in one `lax.scan`. One
   iteration: act (uniform random during warm-up), step every task, insert, update the reward
   normaliser, then `utd` gradient steps from iteration `learn_from` on (default: the end of
   warm-up; later after a resume whose replay buffers were not checkpointed, so they refill
@@ -98,6 +99,10 @@ def make_train(config, env, eval_env, agent) -> Trainer:
 
     def chunk(state: TrainState, it, learn_from=None):
         learn_from = config.warmup_iterations if learn_from is None else learn_from
+        # Once per chunk, off the per-step path: environments redraw the initial states their
+        # ended episodes used (MJX's reset pool).
+        key, k_refill = jax.random.split(state.key)
+        state = state._replace(env=env.refill(state.env, k_refill), key=key)
         carry = (state, jnp.asarray(it, jnp.int32), jnp.asarray(learn_from, jnp.int32))
         (state, _, _), metrics = jax.lax.scan(iteration, carry, None, length=config.chunk)
         return state, jax.tree.map(jnp.mean, metrics)

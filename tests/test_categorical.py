@@ -75,3 +75,17 @@ def test_expectation_of_support():
     z = categorical.support(101, 10.0)
     assert float(z[0]) == -10.0 and float(z[-1]) == 10.0 and abs(float(z[50])) < 1e-6
     np.testing.assert_allclose(categorical.expectation(jax.nn.one_hot(75, 101), z), 5.0, atol=1e-6)
+
+
+def test_nan_target_stays_in_its_row():
+    """A NaN shifted atom must not write out of bounds: other rows are exact, its row is NaN."""
+    n, v_max = 11, 5.0
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(n), size=4).astype(np.float32)
+    tz = rng.uniform(-7, 7, size=(4, n)).astype(np.float32)
+    tz[2, 3] = np.nan
+    tz[1, 0] = np.inf
+    got = np.asarray(jax.jit(lambda t, q: categorical.project(t, q, n, v_max))(tz, p))
+    for row in (0, 1, 3):
+        np.testing.assert_allclose(got[row], brute_force_project(tz[row], p[row], n, v_max), atol=2e-6)
+    assert np.isnan(got[2]).any()

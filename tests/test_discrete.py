@@ -241,7 +241,7 @@ TINY = DQNConfig(tasks="Breakout-MinAtar", num_envs=4, total_iterations=40, warm
 
 def test_vmap_over_seeds_equals_separate_runs():
     cfg = dataclasses.replace(TINY, tasks="Breakout-MinAtar,Asterix-MinAtar")
-    names = brc_minatar.prepare(dataclasses.replace(cfg, run_dir="/nonexistent/unused"))
+    _, names = brc_minatar.prepare(dataclasses.replace(cfg, run_dir="/nonexistent/unused"))
     trainer = make_train(cfg, *brc_minatar.build(cfg, names))
 
     def run_chunks(keys, vmapped):

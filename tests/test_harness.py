@@ -35,7 +35,7 @@ WALL_CLOCK = ("wall_s", "compile_s")  # the only fields a resumed run may change
 
 
 def build(cfg):
-    names = brc_minatar.prepare(cfg)
+    _, names = brc_minatar.prepare(cfg)
     return brc_minatar.build(cfg, names)
 
 

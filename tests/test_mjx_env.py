@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxbrc.envs.mjx import MJXTaskSet, resolve_tasks
+from purejaxbrc.envs.mjx import MJXTaskSet, pool_size_for, resolve_tasks
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,93 @@ def test_unknown_task_names_the_valid_ones():
         resolve_tasks("CartpoleBalanse")
     assert resolve_tasks("humanoids") == ("HumanoidStand", "HumanoidWalk", "HumanoidRun")
     assert len(resolve_tasks("dmc")) == 25
+
+
+# -- auto-reset from the pool of initial states ---------------------------------------------------
+def test_step_never_calls_reset(taskset, monkeypatch):
+    """A reset can cost a hundred steps (CheetahRun): the step takes pooled initial states."""
+    state, _ = jax.jit(taskset.reset)(jax.random.PRNGKey(0))
+    for env in taskset.envs:
+        monkeypatch.setattr(env, "reset", lambda key: pytest.fail("env.step called env.reset"))
+    jax.make_jaxpr(lambda s, a: taskset.step(s, a))(state, jnp.zeros((3, 2, 1)))
+
+
+def run_steps(taskset, state, n, refill_key=None):
+    step = jax.jit(taskset.step)
+    if refill_key is not None:
+        state = jax.jit(taskset.refill)(state, refill_key)
+    steps = []
+    for _ in range(n):
+        state, out = step(state, jnp.full((3, 2, 1), 0.3))
+        steps.append(out)
+    return state, steps
+
+
+def pool_obs(taskset, state, entry):
+    """Padded observations `[T, E, obs]` of pool entry `entry` of every environment."""
+    per_group = [taskset._group_obs(g, jax.tree.map(lambda x: x[:, entry], p))
+                 for g, p in zip(taskset.groups, state.pool)]
+    return np.asarray(taskset._to_task_order(per_group))
+
+
+def test_ended_episodes_take_the_pool_in_order_and_refill_redraws_only_those(taskset):
+    state, _ = jax.jit(taskset.reset)(jax.random.PRNGKey(5))
+    assert taskset.pool_size == 2
+    first, second = pool_obs(taskset, state, 0), pool_obs(taskset, state, 1)
+    state, steps = run_steps(taskset, state, 4)  # every episode ends at the time limit
+    np.testing.assert_array_equal(steps[-1].obs, first)
+    np.testing.assert_array_equal(state.used, 1)
+    refilled = jax.jit(taskset.refill)(state, jax.random.PRNGKey(6))
+    np.testing.assert_array_equal(refilled.used, 0)
+    np.testing.assert_array_equal(pool_obs(taskset, refilled, 1), second)  # unused: kept
+    assert (np.abs(pool_obs(taskset, refilled, 0) - first).max(-1) > 0).all()  # used: redrawn
+    # Without a refill the pool is used up after two episodes; the third reuses entry 0.
+    state, steps = run_steps(taskset, state, 8)
+    np.testing.assert_array_equal(steps[3].obs, second)
+    np.testing.assert_array_equal(steps[7].obs, first)
+
+
+def test_episode_starts_are_independent_draws_of_env_reset():
+    """Starts collected through the pool are distributed as `env.reset` draws (two-sample KS
+    test per observation entry) and never repeat."""
+    from scipy.stats import ks_2samp
+    names = ["PendulumSwingup", "CartpoleSwingup"]
+    envs = MJXTaskSet(names, num_envs=16, episode_length=2, pool_size=pool_size_for(4, 2))
+    step, refill = jax.jit(envs.step), jax.jit(envs.refill)
+    state, _ = jax.jit(envs.reset)(jax.random.PRNGKey(0))
+    starts = [[] for _ in names]
+    for c in range(8):  # chunks of 4 steps: two episode ends per environment each
+        state = refill(state, jax.random.PRNGKey(100 + c))
+        for _ in range(4):
+            state, out = step(state, jax.random.uniform(jax.random.PRNGKey(c), (2, 16, 1), minval=-1))
+            for i in range(len(names)):
+                starts[i].append(np.asarray(out.obs[i])[np.asarray(out.truncated[i])])
+    for i, env in enumerate(envs.envs):
+        got = np.concatenate(starts[i])[:, :envs.obs_dims[i]]
+        assert len(got) == 8 * 2 * 16
+        assert len(np.unique(got, axis=0)) == len(got)  # no initial state used twice
+        direct = np.asarray(jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(7), 512)).obs)
+        for d in range(got.shape[1]):
+            if np.ptp(direct[:, d]) > 0:
+                assert ks_2samp(got[:, d], direct[:, d]).pvalue > 1e-3, (names[i], d)
+            else:
+                np.testing.assert_array_equal(got[:, d], direct[0, d])
+
+
+def test_diverged_physics_terminates_the_episode_and_reports_only_finite_values(taskset):
+    state, _ = jax.jit(taskset.reset)(jax.random.PRNGKey(8))
+    fresh = pool_obs(taskset, state, 0)
+    group = state.groups[0]  # CartpoleBalance and CartpoleSwingup: tasks 0 and 2
+    bad = group.replace(data=group.data.replace(qvel=group.data.qvel.at[0, 1, 0].set(jnp.inf)))
+    state = state._replace(groups=(bad,) + state.groups[1:])
+    state, (out,) = run_steps(taskset, state, 1)
+    expected = np.zeros((3, 2), bool)
+    expected[0, 1] = True
+    np.testing.assert_array_equal(out.terminated, expected)
+    assert not bool(out.truncated.any())
+    for x in (out.obs, out.next_obs, out.reward):
+        assert np.isfinite(np.asarray(x)).all()
+    assert float(out.reward[0, 1]) == 0.0
+    np.testing.assert_array_equal(out.obs[0, 1], fresh[0, 1])  # a fresh episode from the pool
+    assert np.isfinite(np.asarray(state.groups[0].data.qvel)).all()
+    np.testing.assert_array_equal(state.t, np.where(expected, 0, 1))

@@ -18,6 +18,34 @@ def test_embedding_is_unit_norm_l2_and_l1():
     np.testing.assert_allclose(jnp.sum(jnp.abs(e1), axis=-1), 1.0, rtol=1e-6)
 
 
+def test_embedding_init_is_normal_with_std_one_over_sqrt_dim():
+    table = TaskEmbedding(jax.random.PRNGKey(0), 2000, 32).table
+    assert abs(float(jnp.std(table)) - 32 ** -0.5) < 0.005 and abs(float(jnp.mean(table))) < 0.005
+    norms = jnp.linalg.norm(table, axis=-1)
+    assert abs(float(jnp.mean(norms)) - 1.0) < 0.02  # rows of norm about 1 (chi with 32 dof / sqrt 32)
+
+
+def test_heads_and_layer_norms_are_initialised_as_the_reference():
+    """Orthogonal gain sqrt(2) for every kernel but the actor's log-std head (1.0); LN eps 1e-6."""
+    from purejaxbrc.dqn import QNetwork
+
+    def gain_squared(kernel):  # K^T K = g^2 I for an orthogonal [in >= out] kernel
+        np.testing.assert_allclose(kernel.T @ kernel, kernel.T @ kernel * np.eye(kernel.shape[1]), atol=1e-4)
+        return float(jnp.mean(jnp.diag(kernel.T @ kernel)))
+
+    critic = CategoricalCritic(jax.random.PRNGKey(0), 6, 32, 1, 11, num_critics=2, num_tasks=3)
+    actor = TanhGaussianActor(jax.random.PRNGKey(1), 5, 3, 32, 1)
+    qnet = QNetwork(jax.random.PRNGKey(2), (10, 10, 2), 4, 11, 64, 1, (3,), num_tasks=2)
+    for c in range(2):
+        assert abs(gain_squared(critic.heads.kernel[c]) - 2.0) < 1e-4
+    assert abs(gain_squared(actor.mean_head.kernel) - 2.0) < 1e-4
+    assert abs(gain_squared(actor.log_std_head.kernel) - 1.0) < 1e-4
+    assert abs(gain_squared(qnet.head.kernel) - 2.0) < 1e-4  # [64, 4 actions x 11 atoms]
+    norms = [m for tree in (critic, actor, qnet) for m in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, LayerNorm))
+             if isinstance(m, LayerNorm)]
+    assert len(norms) == 3 * 3 and all(m.eps == 1e-6 for m in norms)  # stem + one block, each
+
+
 def test_padding_and_action_slicing():
     x = jnp.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(pad_last_axis(x, 5), [[0, 1, 2, 0, 0], [3, 4, 5, 0, 0]])

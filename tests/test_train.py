@@ -24,7 +24,7 @@ TINY = BRCConfig(tasks="PendulumSwingup,CartpoleBalance", total_iterations=40, w
 
 @pytest.fixture(scope="module")
 def trainer():
-    names = brc_mjx.prepare(dataclasses.replace(TINY, run_dir="/nonexistent/unused"))
+    _, names = brc_mjx.prepare(dataclasses.replace(TINY, run_dir="/nonexistent/unused"))
     env, eval_env, agent = brc_mjx.build(TINY, names)
     return make_train(TINY, env, eval_env, agent)
 
@@ -74,6 +74,26 @@ def test_one_seed_program_agrees_with_the_vmapped_one(trainer):
         np.testing.assert_allclose(x[0], y[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_diverged_environment_ends_its_episode_and_the_run_goes_on(trainer):
+    """A corrupted physics state terminates that episode; nothing non-finite reaches the replay
+    buffer, the networks or the environment state that a checkpoint would save."""
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(3))
+    group = state.env.groups[0]  # PendulumSwingup, environment 0
+    state = state._replace(env=state.env._replace(groups=(
+        group.replace(data=group.data.replace(qvel=group.data.qvel.at[0, 0].set(jnp.nan))),) + state.env.groups[1:]))
+    chunk = jax.jit(trainer.chunk)
+    for it in range(0, 40, 10):
+        state, metrics = chunk(state, jnp.int32(it))
+    data = state.buffer.data
+    assert bool(data.terminated[0, 0]) and not bool(data.terminated[1, 0])  # the first step of task 0
+    assert not bool(data.terminated[:, 1:].any())
+    for leaf in jax.tree.leaves((data, state.agent, state.norm)) + [g.data.qpos for g in state.env.groups] + [
+            g.data.qvel for g in state.env.groups]:
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            assert np.isfinite(np.asarray(leaf)).all()
+    assert all(np.isfinite(float(v)) for v in metrics.values()) and float(metrics["critic_loss"]) > 0
+
+
 def test_script_smoke_run_writes_metrics_and_summary(tmp_path):
     cfg = dataclasses.replace(TINY, num_seeds=2, run_dir=str(tmp_path / "run"))
     summary, _ = brc_mjx.main(cfg)
@@ -97,6 +117,7 @@ def cli(*args):
     (["--batch-size", "0"], "--batch-size must be > 0"),
     (["--critic-width", "-4"], "--critic-width must be > 0"),
     (["--batch-size", "100000"], "larger than the"),
+    (["--num-envs", "4", "--buffer-capacity", "3"], "--buffer-capacity (3) must be at least --num-envs (4)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     out = cli(*args, "--run-dir", str(tmp_path / "r"))
@@ -104,6 +125,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     lines = [l for l in out.stderr.splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], out.stderr
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_flags_without_a_preset_apply_to_the_default_one():
+    from purejaxbrc import cli as parser
+    config = parser.parse(brc_mjx.PRESETS, "paper", ["--tasks", "CheetahRun", "--critic-width", "128"])
+    assert config == dataclasses.replace(brc_mjx.PRESETS["paper"][1], tasks="CheetahRun", critic_width=128)
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "brc_mjx.py"), "--tasks", "CartpoleBalanse"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 2 and out.stderr.startswith("error: unknown task 'CartpoleBalanse'"), out.stderr
+
+
+def test_batch_size_follows_the_references_rule_unless_given():
+    paper = dataclasses.replace(brc_mjx.PRESETS["paper"][1], run_dir="/nonexistent/unused")
+    assert paper.batch_size is None
+    assert brc_mjx.prepare(dataclasses.replace(paper, tasks="CartpoleSwingup"))[0].batch_size == 256
+    assert brc_mjx.prepare(dataclasses.replace(paper, tasks="humanoids"))[0].batch_size == 1024
+    assert brc_mjx.prepare(dataclasses.replace(paper, tasks="humanoids", batch_size=512))[0].batch_size == 512
 
 
 def test_run_dir_holding_a_different_run_is_refused(tmp_path):

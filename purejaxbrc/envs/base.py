@@ -1,8 +1,10 @@
 """What every multi-task environment adapter returns, so the training loop serves them all."""
 
+import functools
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 
 class EnvStep(NamedTuple):
@@ -18,6 +20,18 @@ class EnvStep(NamedTuple):
     terminated: jax.Array  # bool: no bootstrap
     truncated: jax.Array  # bool: time limit, bootstrap from next_obs
     next_obs: jax.Array
+
+
+def finite_rows(batch_ndim: int, *arrays):
+    """`[*batch]` bool: True where every entry of every array's row is finite. The arrays share
+    their first `batch_ndim` axes."""
+    ok = [jnp.all(jnp.isfinite(x).reshape(x.shape[:batch_ndim] + (-1,)), axis=-1) for x in arrays]
+    return functools.reduce(jnp.logical_and, ok)
+
+
+def zero_non_finite(x):
+    """`x` with NaN and +-inf entries replaced by 0."""
+    return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
 
 
 def parse_task_spec(spec: str, valid, sets: dict) -> tuple[str, ...]:

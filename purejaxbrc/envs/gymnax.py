@@ -123,6 +123,11 @@ class GymnaxTaskSet:
             obs.append(self._obs(i, o))
         return tuple(states), jnp.stack(obs)
 
+    def refill(self, state, key):
+        """Nothing to do: gymnax resets are cheap, and its `step` auto-resets by itself."""
+        del key
+        return state
+
     def step(self, state, action, key):
         """`action` [T, E] integers -> (new state, EnvStep with leaves [T, E, ...])."""
         keys = self._task_keys(key)

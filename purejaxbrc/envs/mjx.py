@@ -2,21 +2,37 @@
 
 - Loaded with the pure-JAX MJX backend (`impl="jax"`).
 - Episodes end after `episode_length` steps (truncation: Playground's raw `step` never ends
-  them) or when the physics diverges (termination: Playground's `done`).
-- Auto-reset: when an episode ends the state is replaced by a fresh reset, and the step still
-  reports the true final observation in `next_obs`.
+  them) or when the physics diverges (termination): Playground's `done` (NaN in qpos/qvel), or
+  any non-finite entry in the state's positions and velocities, the observation or the reward.
+  A diverged step reports a zero reward and a next observation with its non-finite entries
+  zeroed, so nothing non-finite reaches the replay buffer or the networks.
+- Auto-reset from a pool: a Playground reset can cost far more than a step (CheetahRun settles
+  its model for 200 substeps), and under `jit` or `vmap` a reset computed on every step and
+  kept only where an episode ended costs that on every step. So each environment keeps
+  `pool_size` fresh initial states, drawn by `env.reset` ahead of time; an episode that ends
+  takes the next one, and `refill` (called by the training loop once per chunk) redraws the
+  used ones. The step itself never calls `reset`. Each pooled state is an independent draw of
+  `env.reset` with its own key, so episodes start from exactly the distribution `env.reset`
+  gives. A chunk of `C` iterations ends at most `ceil(C / episode_length)` episodes per
+  environment by time limits: `pool_size_for(C, episode_length)` adds one entry for a
+  divergence. Only if an environment ends more episodes than its pool holds within one chunk
+  does it start one from an already used initial state (the pool index wraps).
+- `pool_size=0`: no auto-reset (evaluation, whose episodes all end at the last step it runs);
+  an environment whose episode ended keeps stepping from its last state.
+- The step still reports the true final observation in `next_obs`.
 - Tasks whose physics are identical (HumanoidStand/Walk/Run share one MJX model) step in one
   batched physics call; each task's own code then computes its reward and observation.
 """
 
 import contextlib
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxbrc.envs.base import EnvStep, parse_task_spec
+from purejaxbrc.envs.base import EnvStep, finite_rows, parse_task_spec, zero_non_finite
 from purejaxbrc.padding import pad_last_axis, task_action
 
 TASK_SETS = {
@@ -40,14 +56,27 @@ def load_task(name: str):
     return registry.load(name, config_overrides={"impl": "jax"})
 
 
+def pool_size_for(chunk: int, episode_length: int) -> int:
+    """Initial states per environment that one chunk of `chunk` iterations can use: one per
+    time limit it can reach, and one more for a diverged episode."""
+    return math.ceil(chunk / episode_length) + 1
+
+
 class MJXEnvState(NamedTuple):
     groups: tuple  # per physics group: Playground State with leaves [G, E, ...]
     t: jax.Array  # [T, E] int32 steps into the current episode
+    pool: tuple  # per physics group: fresh initial States with leaves [G, P, E, ...]
+    used: jax.Array  # [T, E] int32 pool entries taken since the last refill
 
 
 def _same_physics(a, b) -> bool:
-    """True when two environments step identical MJX models with the same substeps."""
+    """True when two environments step identical MJX models with the same substeps, and their
+    states have one layout (so they stack: HopperHop and HopperStand log different metrics)."""
     if type(a) is not type(b) or a.n_substeps != b.n_substeps:
+        return False
+    key = jax.random.PRNGKey(0)
+    sa, sb = jax.eval_shape(a.reset, key), jax.eval_shape(b.reset, key)
+    if jax.tree.structure(sa) != jax.tree.structure(sb) or jax.tree.leaves(sa) != jax.tree.leaves(sb):
         return False
     la, ta = jax.tree.flatten(a.mjx_model)
     lb, tb = jax.tree.flatten(b.mjx_model)
@@ -82,14 +111,22 @@ def _precomputed_physics(data_next):
         raise RuntimeError(f"expected one physics call per env.step, saw {len(calls)}")
 
 
+def _where(mask, a, b):
+    """`where(mask, a, b)` leaf by leaf, `mask` broadcast over each leaf's trailing axes."""
+    return jax.tree.map(lambda x, y: jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x, y), a, b)
+
+
 class MJXTaskSet:
     """`T` control-suite tasks x `E` environments each, padded to common sizes."""
 
-    def __init__(self, task_names, num_envs: int = 1, episode_length: int = 1000):
+    def __init__(self, task_names, num_envs: int = 1, episode_length: int = 1000, pool_size: int = 2):
+        if pool_size < 0:
+            raise ValueError(f"pool_size must be >= 0, got {pool_size}")
         self.task_names = tuple(task_names)
         self.num_tasks = len(self.task_names)
         self.num_envs = num_envs
         self.episode_length = episode_length
+        self.pool_size = pool_size
         self.envs = [load_task(n) for n in self.task_names]
         self.obs_dims = [int(e.observation_size) for e in self.envs]
         self.action_dims = [int(e.action_size) for e in self.envs]
@@ -105,18 +142,23 @@ class MJXTaskSet:
                 self.groups.append([i])
         self._order = np.argsort([i for g in self.groups for i in g])  # group order -> task order
 
-    # -- helpers over the [G, E] layout of a group -------------------------------------------
+    # -- helpers over the [G, ...] layout of a group -----------------------------------------
     def _reset_group(self, group, keys):
-        """keys [G, E, 2] -> stacked State [G, E, ...]."""
-        states = [jax.vmap(self.envs[i].reset)(keys[k]) for k, i in enumerate(group)]
+        """keys [G, *batch, 2] -> stacked States [G, *batch, ...]."""
+        states = []
+        for k, i in enumerate(group):
+            flat = keys[k].reshape(-1, keys.shape[-1])
+            s = jax.vmap(self.envs[i].reset)(flat)
+            states.append(jax.tree.map(lambda x: x.reshape(keys.shape[1:-1] + x.shape[1:]), s))
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
     def _group_obs(self, group, states):
-        return [pad_last_axis(states.obs[k], self.obs_size) for k in range(len(group))]
+        """The group's observations `[G, E, obs_size]`, padded."""
+        return jnp.stack([pad_last_axis(states.obs[k], self.obs_size) for k in range(len(group))])
 
-    def _to_task_order(self, per_group_lists):
-        flat = [x for lst in per_group_lists for x in lst]
-        return jnp.stack([flat[j] for j in self._order])
+    def _to_task_order(self, per_group):
+        """Per-group arrays `[G, ...]` -> one `[T, ...]` array in task order."""
+        return jnp.concatenate(per_group)[self._order]
 
     def _step_group(self, group, states, actions):
         """One batched physics call for the group, then each task's own step code."""
@@ -135,39 +177,76 @@ class MJXTaskSet:
             out.append(jax.vmap(task_step)(s_k, acts[k], d_k))
         return jax.tree.map(lambda *xs: jnp.stack(xs), *out)
 
+    def _take_from_pool(self, pool, used):
+        """Pool entry `used mod P` of every environment: pool [G, P, E, ...], used [G, E]."""
+        index = (used % self.pool_size)[:, None]  # [G, 1, E]
+
+        def take(x):
+            idx = index.reshape(index.shape + (1,) * (x.ndim - 3))
+            return jnp.take_along_axis(x, jnp.broadcast_to(idx, x.shape[:1] + (1,) + x.shape[2:]), axis=1)[:, 0]
+        return jax.tree.map(take, pool)
+
     # -- the functional API ------------------------------------------------------------------
     def reset(self, key):
-        keys = jax.random.split(key, (self.num_tasks, self.num_envs))
+        """Fresh episodes for every environment (and a full pool of initial states)."""
+        k_env, k_pool = jax.random.split(key)
+        keys = jax.random.split(k_env, (self.num_tasks, self.num_envs))
         groups = tuple(self._reset_group(g, keys[jnp.array(g)]) for g in self.groups)
         obs = self._to_task_order([self._group_obs(g, s) for g, s in zip(self.groups, groups)])
-        t = jnp.zeros((self.num_tasks, self.num_envs), jnp.int32)
-        return MJXEnvState(groups, t), obs
+        zeros = jnp.zeros((self.num_tasks, self.num_envs), jnp.int32)
+        pool = self._draw_pool(k_pool) if self.pool_size else ()
+        return MJXEnvState(groups, zeros, pool, zeros), obs
 
-    def step(self, state: MJXEnvState, action, key):
-        """`action` [T, E, action_size] in [-1, 1] -> (new state, EnvStep)."""
+    def _draw_pool(self, key):
+        keys = jax.random.split(key, (self.num_tasks, self.pool_size, self.num_envs))
+        return tuple(self._reset_group(g, keys[jnp.array(g)]) for g in self.groups)
+
+    def refill(self, state: MJXEnvState, key) -> MJXEnvState:
+        """Redraw the pool entries used since the last refill; the others stay. Costs
+        `pool_size` resets per environment when any entry was used (always, under a vmap over
+        seeds: a cond on a batched predicate runs both branches), nothing otherwise."""
+        if not self.pool_size:
+            return state
+
+        def redraw(state):
+            fresh = self._draw_pool(key)
+            pool = []
+            for g, old, new in zip(self.groups, state.pool, fresh):
+                used = state.used[jnp.array(g)]  # [G, E]
+                consumed = jnp.arange(self.pool_size)[None, :, None] < used[:, None, :]  # [G, P, E]
+                pool.append(_where(consumed, new, old))
+            return state._replace(pool=tuple(pool), used=jnp.zeros_like(state.used))
+
+        return jax.lax.cond(jnp.any(state.used > 0), redraw, lambda s: s, state)
+
+    def step(self, state: MJXEnvState, action, key=None):
+        """`action` [T, E, action_size] in [-1, 1] -> (new state, EnvStep). `key` is unused:
+        the physics is deterministic and resets come from the pool."""
+        del key
         action = jnp.clip(action, -1.0, 1.0)
-        keys = jax.random.split(key, (self.num_tasks, self.num_envs))
         t = state.t + 1
-        new_groups, obs, next_obs, reward, terminated = [], [], [], [], []
-        for g, s in zip(self.groups, state.groups):
+        new_groups, used, obs, next_obs, reward, terminated = [], [], [], [], [], []
+        pools = state.pool if self.pool_size else (None,) * len(self.groups)
+        for g, s, pool in zip(self.groups, state.groups, pools):
+            idx = jnp.array(g)
             stepped = self._step_group(g, s, action)
-            term = stepped.done > 0.5  # Playground's done: the physics diverged
-            tg = t[jnp.array(g)]
-            ended = term | (tg >= self.episode_length)
-            fresh = self._reset_group(g, keys[jnp.array(g)])
-            new_s = jax.tree.map(
-                lambda a, b: jnp.where(ended.reshape(ended.shape + (1,) * (a.ndim - 2)), a, b),
-                fresh, stepped)
-            new_groups.append(new_s)
-            # A diverged simulation yields NaNs; keep them out of the buffer and the networks.
-            next_obs.append([jnp.nan_to_num(o) for o in self._group_obs(g, stepped)])
-            obs.append(self._group_obs(g, new_s))
-            reward.append(list(jnp.nan_to_num(stepped.reward).astype(jnp.float32)))
-            terminated.append(list(term))
+            final_obs = self._group_obs(g, stepped)  # [G, E, obs_size]
+            ok = finite_rows(2, stepped.data.qpos, stepped.data.qvel, final_obs, stepped.reward)
+            term = (stepped.done > 0.5) | ~ok
+            ended = term | (t[idx] >= self.episode_length)
+            reward.append(jnp.where(ok, stepped.reward, 0.0).astype(jnp.float32))
+            next_obs.append(zero_non_finite(final_obs))
+            if self.pool_size:
+                stepped = _where(ended, self._take_from_pool(pool, state.used[idx]), stepped)
+                used.append(state.used[idx] + ended.astype(jnp.int32))
+            new_groups.append(stepped)
+            obs.append(zero_non_finite(self._group_obs(g, stepped)))
+            terminated.append(term)
         terminated = self._to_task_order(terminated)
         truncated = (t >= self.episode_length) & ~terminated
         t = jnp.where(terminated | truncated, 0, t)
-        return MJXEnvState(tuple(new_groups), t), EnvStep(
+        used = self._to_task_order(used) if self.pool_size else state.used
+        return MJXEnvState(tuple(new_groups), t, state.pool, used), EnvStep(
             obs=self._to_task_order(obs),
             reward=self._to_task_order(reward),
             terminated=terminated,
