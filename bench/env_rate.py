@@ -11,7 +11,6 @@ env-only iterations/s, learning iterations/s and the physics share (env-only sec
 iteration over learning seconds per iteration).
 """
 
-import dataclasses
 import datetime
 import json
 import sys
@@ -27,8 +26,9 @@ import jax.numpy as jnp
 import tyro
 
 from purejaxbrc import kinds
-from purejaxbrc.config import BRCConfig
-from purejaxbrc.run import compile_chunk, enable_compilation_cache, fresh_start, seed_keys, vmapped_init
+from purejaxbrc.config import Experiment, RunConfig
+from purejaxbrc.run import Program, enable_compilation_cache, make_population
+from purejaxbrc.sac import SACConfig
 from purejaxbrc.train import make_train
 
 
@@ -48,22 +48,22 @@ class Args:
 
 
 def measure(tasks: str, args: Args, log) -> dict:
-    config = BRCConfig(tasks=tasks, num_envs=args.num_envs, num_seeds=args.num_seeds,
-                       critic_width=128, actor_width=128, batch_size=128, utd=2,
-                       chunk_iterations=args.chunk, warmup_iterations=(1 + args.chunks) * args.chunk,
-                       eval_every=args.chunk, total_iterations=1_000_000 * args.chunk,
-                       eval_episodes=1, buffer_capacity=100_000)
+    run = RunConfig(tasks=tasks, num_envs=args.num_envs, num_seeds=args.num_seeds, batch_size=128,
+                    utd=2, chunk_iterations=args.chunk, warmup_iterations=(1 + args.chunks) * args.chunk,
+                    eval_every=args.chunk, total_iterations=1_000_000 * args.chunk, eval_episodes=1,
+                    buffer_capacity=100_000)
+    experiment = Experiment(run, SACConfig(critic_width=128, actor_width=128))
     spec = kinds.get("mjx")
     names = spec.resolve_tasks(tasks)
-    env, eval_env, agent = spec.build(config, names)
-    trainer = make_train(config, env, eval_env, agent)
+    env, eval_env, agent = spec.build(experiment, names)
+    program = Program(make_train(run, env, eval_env, agent), make_population(run))
     t0 = time.perf_counter()
-    state = fresh_start(config, vmapped_init(trainer), seed_keys(0, args.num_seeds)).state
+    state = program.fresh_state()
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
-    learn_from = jnp.int32(config.warmup_iterations)
+    learn_from = jnp.int32(run.warmup_iterations)
     t0 = time.perf_counter()
-    chunk = compile_chunk(trainer, state, 0, learn_from)
+    chunk = program.compile_chunk(state, 0, learn_from)
     compile_s = time.perf_counter() - t0
 
     def timed(n, it):

@@ -35,10 +35,8 @@ import purejaxbrc  # noqa: E402,F401  (before JAX: sets the XLA CPU flag)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from purejaxbrc import kinds  # noqa: E402
-from purejaxbrc.checkpoint import Checkpoints, join, list_steps  # noqa: E402
-from purejaxbrc.run import seed_keys, vmapped_init  # noqa: E402
-from purejaxbrc.train import make_train  # noqa: E402
+from purejaxbrc.checkpoint import join, list_steps  # noqa: E402
+from purejaxbrc.evaluate import load  # noqa: E402
 
 FLAGS = ["cpu", "--tasks", "CartPole-v1", "--num-seeds", "2", "--num-envs", "4",
          "--total-iterations", "3000", "--warmup-iterations", "200", "--eval-every", "500",
@@ -89,11 +87,7 @@ def rows(run_dir: Path):
 
 
 def final_state(run_dir: Path):
-    config = kinds.get("minatar").config_class().from_dict(json.loads((run_dir / "config.json").read_text()))
-    names = kinds.get("minatar").resolve_tasks(config.tasks)
-    trainer = make_train(config, *kinds.build_minatar(config, names))
-    abstract = jax.eval_shape(vmapped_init(trainer), seed_keys(config.seed, config.num_seeds))
-    got = Checkpoints(run_dir, read_only=True).restore(max(list_steps(run_dir)), abstract)
+    got = load(run_dir, max(list_steps(run_dir)), with_buffer=True).restored
     return join(got.rest, got.data)
 
 

@@ -15,7 +15,6 @@ It prints a table and writes `--out` (default `bench/results/<device>-<date>.jso
 record per configuration plus the device and versions, and a PNG of the sweeps beside it.
 """
 
-import dataclasses
 import datetime
 import functools
 import json
@@ -32,13 +31,14 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import tyro
 
 from purejaxbrc import kinds
-from purejaxbrc.config import BRCConfig, ConfigError
-from purejaxbrc.run import (compile_chunk, enable_compilation_cache, exit_on_error, fresh_start,
-                            run_info, seed_keys, vmapped_init)
+from purejaxbrc.config import ConfigError, Experiment, RunConfig
+from purejaxbrc.dqn import DQNConfig
+from purejaxbrc.run import Program, enable_compilation_cache, exit_on_error, make_population, run_info
+from purejaxbrc.sac import SACConfig
+from purejaxbrc.sweep import hyperparameters
 from purejaxbrc.train import make_train
 
 CHEAP = "CartpoleBalance,CartpoleSwingup,PendulumSwingup"
@@ -72,30 +72,29 @@ class Args:
 
 
 # -- configurations --------------------------------------------------------------------------------
-def bench_config(base, *, chunk: int, **overrides):
+def bench_config(base: Experiment, *, chunk: int, **overrides) -> Experiment:
     """`base` with a warm-up of one chunk and room for the timed chunks, and no evaluation."""
-    return dataclasses.replace(base, warmup_iterations=chunk, chunk_iterations=chunk,
-                               eval_every=chunk, total_iterations=1_000_000, eval_episodes=1,
-                               **overrides)
+    return base.replace(warmup_iterations=chunk, chunk_iterations=chunk, eval_every=chunk,
+                        total_iterations=1_000_000, eval_episodes=1, **overrides)
 
 
-def configurations(args: Args) -> dict[str, tuple[str, object]]:
-    """name -> (kind, config)."""
-    from purejaxbrc.dqn_config import DQNConfig
+def configurations(args: Args) -> dict[str, tuple[str, Experiment]]:
+    """name -> (kind, experiment)."""
     if args.tiny:
-        return {"small": ("mjx", bench_config(
-            BRCConfig(tasks="CartpoleBalance", critic_width=16, actor_width=16, batch_size=16,
-                      buffer_capacity=1000, episode_length=50), chunk=20))}
+        return {"small": ("mjx", bench_config(Experiment(
+            RunConfig(tasks="CartpoleBalance", batch_size=16, buffer_capacity=1000, episode_length=50),
+            SACConfig(critic_width=16, actor_width=16)), chunk=20))}
     cpu = jax.default_backend() == "cpu"  # CPU: the same programs, sized to finish in minutes
     return {
-        "small": ("mjx", bench_config(
-            BRCConfig(tasks=CHEAP, critic_width=128, actor_width=128, batch_size=128,
-                      buffer_capacity=100_000), chunk=250)),
-        "paper": ("mjx", bench_config(BRCConfig(tasks="humanoids"), chunk=2 if cpu else 250)),
-        "minatar": ("minatar", bench_config(
-            DQNConfig(tasks="minatar", critic_width=256 if cpu else 4096,
-                      batch_size=128 if cpu else 1024, num_envs=16 if cpu else 64,
-                      buffer_capacity=100_000), chunk=100 if cpu else 500)),
+        "small": ("mjx", bench_config(Experiment(
+            RunConfig(tasks=CHEAP, batch_size=128, buffer_capacity=100_000),
+            SACConfig(critic_width=128, actor_width=128)), chunk=250)),
+        "paper": ("mjx", bench_config(Experiment(RunConfig(tasks="humanoids", batch_size=1024), SACConfig()),
+                                      chunk=2 if cpu else 250)),
+        "minatar": ("minatar", bench_config(Experiment(
+            RunConfig(tasks="minatar", batch_size=128 if cpu else 1024, num_envs=16 if cpu else 64,
+                      buffer_capacity=100_000),
+            DQNConfig(critic_width=256 if cpu else 4096)), chunk=100 if cpu else 500)),
     }
 
 
@@ -148,16 +147,18 @@ def _timed(fn) -> float:
 
 
 # -- measuring the fused loop ---------------------------------------------------------------------
-def update_flops(agent, state, config, num_tasks: int) -> float:
-    """XLA's FLOP count of one gradient step of one seed, from the lowered `agent.update`."""
-    one = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)  # noqa: E731  (drop the seed axis)
+def update_flops(agent, state, run, num_tasks: int) -> float:
+    """XLA's FLOP count of one gradient step of one member, from the lowered `agent.update`."""
+    one = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)  # noqa: E731  (drop the member axis)
     agent_state = jax.tree.map(one, state.agent)
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((config.batch_size,) + x.shape[3:], x.dtype),
-                         state.buffer.data)  # leaves [seeds, tasks, capacity, ...]
-    tasks = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((run.batch_size,) + x.shape[3:], x.dtype),
+                         state.buffer.data)  # leaves [members, tasks, capacity, ...]
+    tasks = jax.ShapeDtypeStruct((run.batch_size,), jnp.int32)
     scale = jax.ShapeDtypeStruct((num_tasks,), jnp.float32)
     key = jax.ShapeDtypeStruct(state.key.shape[1:], state.key.dtype)
-    cost = jax.jit(agent.update).lower(agent_state, batch, tasks, scale, key).cost_analysis()
+    hp = hyperparameters(agent.config, {})
+    update = jax.jit(lambda *args: agent.update(*args, hp))
+    cost = update.lower(agent_state, batch, tasks, scale, key).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"])
 
@@ -171,19 +172,20 @@ def peak_memory(compiled) -> tuple[int, str]:
     return int(total), "XLA memory_analysis of the chunk (arguments + outputs + temporaries - donated)"
 
 
-def measure_fused(kind: str, config, timed_chunks: int) -> dict:
-    """Compile the vmapped chunk, run one warm-up chunk (env only), then time `timed_chunks`
-    learning chunks."""
+def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
+    """Compile the population's chunk, run one warm-up chunk (env only), then time
+    `timed_chunks` learning chunks."""
     spec = kinds.get(kind)
+    config = experiment.run
     names = spec.resolve_tasks(config.tasks)
-    env, eval_env, agent = spec.build(config, names)
-    trainer = make_train(config, env, eval_env, agent)
-    state = fresh_start(config, vmapped_init(trainer), seed_keys(config.seed, config.num_seeds)).state
+    env, eval_env, agent = spec.build(experiment, names)
+    program = Program(make_train(config, env, eval_env, agent), make_population(config))
+    state = program.fresh_state()
     jax.block_until_ready(state)
     learn_from = jnp.int32(config.warmup_iterations)
 
     t0 = time.perf_counter()
-    chunk = compile_chunk(trainer, state, 0, learn_from)  # the program the run loop calls
+    chunk = program.compile_chunk(state, 0, learn_from)  # the program the run loop calls
     compile_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -205,12 +207,13 @@ def measure_fused(kind: str, config, timed_chunks: int) -> dict:
     steps_per_it = config.num_seeds * len(names) * config.num_envs
     flops = update_flops(agent, state, config, len(names))
     grad_steps_per_s = its * config.utd * config.num_seeds / run_s
-    peak, peak_source = peak_flops(config.critic_matmul_dtype)
+    peak, peak_source = peak_flops(experiment.agent.critic_matmul_dtype)
     memory, memory_source = peak_memory(chunk)
     return dict(
         kind=kind, tasks=list(names), num_tasks=len(names), num_seeds=config.num_seeds,
-        num_envs=config.num_envs, critic_width=config.critic_width, actor_width=config.actor_width,
-        batch_size=config.batch_size, utd=config.utd, matmul_dtype=config.critic_matmul_dtype,
+        num_envs=config.num_envs, critic_width=experiment.agent.critic_width,
+        actor_width=getattr(experiment.agent, "actor_width", None),
+        batch_size=config.batch_size, utd=config.utd, matmul_dtype=experiment.agent.critic_matmul_dtype,
         chunk_iterations=config.chunk, timed_iterations=its,
         compile_s=compile_s, run_s=run_s,
         iterations_per_s=its / run_s, env_steps_per_s=its * steps_per_it / run_s,
@@ -225,16 +228,17 @@ def measure_fused(kind: str, config, timed_chunks: int) -> dict:
 
 
 # -- the comparisons ------------------------------------------------------------------------------
-def compare_config(args: Args, tasks: str, num_seeds: int, steps: int) -> BRCConfig:
+def compare_config(args: Args, tasks: str, num_seeds: int, steps: int) -> Experiment:
     """Our side of a comparison: the networks, batch per task and UTD brax gets; a third of
     the steps warm up, a third learn untimed (brax's first epoch, which compiles), a third is
     timed (brax's second epoch)."""
     n = len(tasks.split(","))
     warmup = steps // 3
-    return BRCConfig(tasks=tasks, num_seeds=num_seeds, critic_width=args.compare_width,
-                     actor_width=args.compare_width, actor_depth=2, batch_size=args.compare_batch * n,
-                     utd=2, warmup_iterations=warmup, chunk_iterations=warmup,
-                     eval_every=warmup, total_iterations=steps, eval_episodes=1)
+    return Experiment(
+        RunConfig(tasks=tasks, num_seeds=num_seeds, batch_size=args.compare_batch * n, utd=2,
+                  warmup_iterations=warmup, chunk_iterations=warmup, eval_every=warmup,
+                  total_iterations=steps, eval_episodes=1),
+        SACConfig(critic_width=args.compare_width, actor_width=args.compare_width, actor_depth=2))
 
 
 def compare(args: Args, log) -> tuple[list[dict], dict]:
@@ -245,11 +249,12 @@ def compare(args: Args, log) -> tuple[list[dict], dict]:
     steps = args.compare_steps or (600 if args.quick else 2000)
     records, ratios = [], {}
     for label, tasks, seeds in (("single", "CartpoleSwingup", 1), ("multi", CHEAP, args.compare_seeds)):
-        config = compare_config(args, tasks, seeds, steps)
+        experiment = compare_config(args, tasks, seeds, steps)
+        config = experiment.run
         log(f"{label}: fused loop, {tasks} x {seeds} seeds ...")
-        ours = measure_fused("mjx", config, timed_chunks=max(1, steps // config.chunk - 2))
+        ours = measure_fused("mjx", experiment, timed_chunks=max(1, steps // config.chunk - 2))
         ours.update(name=f"fused_{label}")
-        hidden = 1 + 2 * config.critic_depth  # BroNet matmuls before the head
+        hidden = 1 + 2 * experiment.agent.critic_depth  # BroNet matmuls before the head
         log(f"{label}: brax SAC, {len(tasks.split(','))} tasks x {seeds} seeds, one run each ...")
         runs = [brax_sac.measure(task, config.seed + s, env_steps=steps,
                                  warmup=config.warmup_iterations, width=args.compare_width,
@@ -267,14 +272,14 @@ def compare(args: Args, log) -> tuple[list[dict], dict]:
         records += [ours, brax]
         if label == "single":
             log("single: unfused loop ...")
-            env, _, agent = kinds.build_mjx(config, (tasks,))
+            env, _, agent = kinds.build_mjx(experiment, (tasks,))
             slow = unfused.measure(config, env, agent, iterations=max(100, steps // 3),
                                    warmup=config.warmup_iterations)
             ratios["ratio_vs_unfused"] = ours["env_steps_per_s"] / slow["env_steps_per_s"]
             log(f"single: fused {ours['env_steps_per_s']:,.1f} env-steps/s, unfused "
                 f"{slow['env_steps_per_s']:,.1f} -> ratio_vs_unfused = {ratios['ratio_vs_unfused']:.2f}")
             records.append(dict(slow, name="unfused_single", kind="unfused", tasks=[tasks], num_seeds=1,
-                                critic_width=config.critic_width, batch_size=config.batch_size,
+                                critic_width=experiment.agent.critic_width, batch_size=config.batch_size,
                                 utd=config.utd))
     return records, ratios
 
@@ -342,9 +347,9 @@ def main(args: Args):
         for field, values in SWEEPS.items():
             for v in values:
                 log(f"sweep {field}={v} ...")
-                config = dataclasses.replace(base, **{field: v})
+                config = base.replace(**{field: v})
                 if field == "critic_width":
-                    config = dataclasses.replace(config, actor_width=v)
+                    config = config.replace(actor_width=v)
                 records.append(dict(measure_fused(kind, config, args.timed_chunks),
                                     name=f"small/{field}={v}", sweep=field))
     if args.compare and not args.tiny:

@@ -15,6 +15,7 @@ import numpy as np
 
 from purejaxbrc import normalizer
 from purejaxbrc.buffer import Transition
+from purejaxbrc.sweep import hyperparameters
 
 
 class HostBuffer:
@@ -43,7 +44,8 @@ class HostBuffer:
 def measure(config, env, agent, iterations: int, warmup: int) -> dict:
     """Run `warmup` random-action iterations, then `iterations` learning ones (each: act, step,
     insert, normaliser update, `config.utd` gradient steps); time the learning ones after one
-    untimed iteration that compiles every call."""
+    untimed iteration that compiles every call. `config`: the loop's RunConfig; the
+    hyperparameters are `agent.config`'s (constants, as in the fused loop without a sweep)."""
     num_tasks, num_envs = env.num_tasks, env.num_envs
     task_ids = np.broadcast_to(np.arange(num_tasks, dtype=np.int32)[:, None], (num_tasks, num_envs))
     flat_tasks = jnp.asarray(task_ids.reshape(-1))
@@ -51,11 +53,14 @@ def measure(config, env, agent, iterations: int, warmup: int) -> dict:
     key, k_agent, k_env = jax.random.split(key, 3)
     rng = np.random.default_rng(config.seed)
 
-    agent_state = agent.init(k_agent)
-    step_fn, explore_fn, update_fn = jax.jit(env.step), jax.jit(agent.explore), jax.jit(agent.update)
+    hp = hyperparameters(agent.config, {})
+    agent_state = agent.init(k_agent, hp)
+    step_fn = jax.jit(env.step)
+    explore_fn = jax.jit(lambda s, o, t, k: agent.explore(s, o, t, k, 0, hp))
+    update_fn = jax.jit(lambda s, b, t, sc, k: agent.update(s, b, t, sc, k, hp))
     refill_fn = jax.jit(env.refill)
     norm_update = jax.jit(normalizer.update, static_argnums=4)
-    scale_fn = jax.jit(lambda norm, s: normalizer.scale(norm, config.v_max, agent.reward_allowance(s)))
+    scale_fn = jax.jit(lambda norm, s: normalizer.scale(norm, hp["v_max"], agent.reward_allowance(s, hp)))
 
     env_state, obs = jax.jit(env.reset)(k_env)
     obs = np.asarray(obs)
@@ -77,7 +82,7 @@ def measure(config, env, agent, iterations: int, warmup: int) -> dict:
         step = jax.device_get(step)
         buf.add(Transition(obs=obs, action=action, reward=step.reward, terminated=step.terminated,
                            truncated=step.truncated, next_obs=step.next_obs))
-        norm = norm_update(norm, step.reward, step.terminated, step.truncated, config.gamma)
+        norm = norm_update(norm, step.reward, step.terminated, step.truncated, hp["gamma"])
         obs = step.obs
         if (step.terminated | step.truncated).any():  # a host loop resets what ended
             key, k_refill = jax.random.split(key)

@@ -72,10 +72,10 @@ def stored(arrays: dict) -> dict:
     return {k: v for k, v in arrays.items() if v.size}
 
 
-def with_empty(arrays: dict, abstract: dict) -> dict:
-    """`arrays` plus the empty ones of `abstract`, committed to the device like restored ones."""
-    device = jax.devices()[0]
-    empty = {k: jax.device_put(np.zeros(a.shape, a.dtype), device) for k, a in abstract.items() if not a.size}
+def with_empty(arrays: dict, abstract: dict, sharding) -> dict:
+    """`arrays` plus the empty ones of `abstract`, placed like restored ones."""
+    empty = {k: jax.make_array_from_callback(a.shape, sharding, lambda i, a=a: np.zeros(a.shape, a.dtype)[i])
+             for k, a in abstract.items() if not a.size}
     return {**arrays, **empty}
 
 
@@ -106,8 +106,7 @@ def fingerprints(arrays: dict) -> dict:
     return {k: int(v) for k, v in jax.device_get(_fingerprints(arrays)).items()}
 
 
-def _on_device(abstract: dict) -> dict:
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+def _placed(abstract: dict, sharding) -> dict:
     return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in abstract.items()}
 
 
@@ -139,7 +138,10 @@ def _quiet_failed_reads() -> None:
 
 # -- the manager ---------------------------------------------------------------------------------
 class Checkpoints:
-    def __init__(self, run_dir, keep: int = 3, read_only: bool = False):
+    def __init__(self, run_dir, keep: int = 3, read_only: bool = False, sharding=None):
+        """`sharding`: where restored arrays go, every leaf split over the population's devices
+        along its leading member axis (default: all on the first device)."""
+        self.sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
         self.run_dir = Path(run_dir).absolute()
         self.dir = self.run_dir / "checkpoints"
         self._keep, self._read_only = keep, read_only
@@ -193,7 +195,7 @@ class Checkpoints:
         _quiet_failed_reads()
         try:
             got = self.manager.restore(step, args=ocp.args.Composite(
-                **{name: ocp.args.StandardRestore(_on_device(t)) for name, t in targets.items()}))
+                **{name: ocp.args.StandardRestore(_placed(t, self.sharding)) for name, t in targets.items()}))
         except Exception as e:  # orbax and tensorstore raise many kinds for damaged files
             raise CorruptCheckpoint(_reason(e))
         for name in targets:
@@ -203,8 +205,9 @@ class Checkpoints:
             if bad:
                 raise CorruptCheckpoint(f"{name}: {len(bad)} arrays do not match their fingerprints "
                                         f"(first: {bad[0]})")
-        data = unnamed(data_abs, with_empty(got[BUFFER], named(data_abs))) if BUFFER in targets else None
-        return Restored(step, unnamed(rest_abs, with_empty(got[STATE], named(rest_abs))), data, meta)
+        data = (unnamed(data_abs, with_empty(got[BUFFER], named(data_abs), self.sharding))
+                if BUFFER in targets else None)
+        return Restored(step, unnamed(rest_abs, with_empty(got[STATE], named(rest_abs), self.sharding)), data, meta)
 
     def restore_checked(self, step: int, abstract, config_dict: dict, with_buffer: bool = True) -> Restored:
         """`restore` after checking that the checkpoint is of this config (ConfigError naming the
@@ -249,9 +252,3 @@ class Checkpoints:
         if self._manager is not None:
             self._manager.reload()
         return where
-
-
-def empty_buffers(data_abs):
-    """Zero buffer contents shaped like `data_abs`, for a checkpoint saved without them."""
-    return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), data_abs)
-

@@ -1,22 +1,49 @@
-"""Typed configuration of a BRC run, validated before anything is compiled."""
+"""Typed configuration of a BRC run, validated before anything is compiled.
+
+An `Experiment` is a loop config (`RunConfig`: tasks, seeds, budget, replay, checkpoints, the
+sweep, devices and hosts) composed with an agent config (`sac.SACConfig` on control tasks,
+`dqn.DQNConfig` on discrete games). The fields an agent config lists in its `SWEEPABLE` can take
+different values within one compiled program (`--sweep`): they are per-member data in the
+training state. Every other field is a compile-time constant, among them all that shape the
+program (widths, batch size, UTD, chunk length).
+"""
 
 import dataclasses
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
+
+import tyro
 
 
 class ConfigError(ValueError):
     """A bad configuration value: reported as one line, exit code 2."""
 
 
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def require(config, name: str, ok, what: str) -> None:
+    """ConfigError `--name must be <what>, got <value>` unless `ok(value)`."""
+    value = getattr(config, name)
+    if not ok(value):
+        raise ConfigError(f"{flag(name)} must be {what}, got {value}")
+
+
+def positive(config, *names) -> None:
+    for name in names:
+        require(config, name, lambda v: v > 0, "> 0")
+
+
 @dataclass(frozen=True)
-class BRCConfig:
-    """BRC multi-task SAC. Defaults are the paper's (BRC.md, "Optimisation")."""
+class RunConfig:
+    """The training loop, the run directory and where it runs."""
 
     tasks: str = "humanoids"
-    """Comma-separated Playground control-suite names and/or sets: humanoids, dmc."""
+    """Comma-separated task names and/or sets (MJX: humanoids, dmc; gymnax: minatar)."""
     num_seeds: int = 1
-    """Independent seeds trained in one program (vmap): seeds seed .. seed + num_seeds - 1."""
+    """Seeds seed .. seed + num_seeds - 1, each trained with every sweep variant, in one program."""
     seed: int = 0
     num_envs: int = 1
     """Environments per task; every one steps once per iteration."""
@@ -27,31 +54,25 @@ class BRCConfig:
     eval_every: int = 50_000
     eval_episodes: int = 10
     episode_length: int = 1000
-    critic_width: int = 4096
-    critic_depth: int = 2
-    actor_width: int = 256
-    actor_depth: int = 1
-    num_atoms: int = 101
-    v_max: float = 10.0
-    embed_dim: int = 32
-    embed_norm: Literal["l2", "l1"] = "l2"
+    """Time limit of MJX episodes (gymnax games end at their own limits)."""
     batch_size: int | None = None
     """Transitions per gradient step, drawn over all tasks; default 256 for one task, 1024 for
     several (the reference's rule)."""
     utd: int = 2
     """Gradient steps per iteration (independent of the number of tasks)."""
-    gamma: float = 0.99
-    tau: float = 0.005
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    alpha_lr: float = 3e-4
-    init_alpha: float = 0.1
     buffer_capacity: int = 1_000_000
     """Transitions per task (capped at what the run can collect)."""
-    critic_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
     chunk_iterations: int = 0
     """Iterations per compiled chunk; 0 picks the largest divisor of eval_every <= 1000."""
-    run_dir: str = "runs/brc_mjx"
+    run_dir: str = "runs/brc"
+
+    # -- the population: seeds x hyperparameter variants (purejaxbrc.sweep) --------------------
+    sweep: tuple[str, ...] = ()
+    """A grid of hyperparameter values, e.g. `--sweep lr=1e-4,3e-4 tau=0.005,0.01`: one variant
+    per combination, each trained with every seed, all in one program."""
+    sweep_file: str = ""
+    """A JSON or YAML list of variants instead of a grid, e.g. `[{"lr": 1e-4}, {"lr": 3e-4,
+    "tau": 0.01}]`; a name a variant leaves out takes the flag's value."""
 
     # -- checkpoints (purejaxbrc.checkpoint) -------------------------------------------------
     checkpoint_every: int = 0
@@ -64,6 +85,17 @@ class BRCConfig:
     """Save the replay buffers in checkpoints; --no-buffer-checkpoint: much smaller checkpoints,
     but a resume refills the buffers first and is not bit-exact."""
 
+    # -- devices and processes (purejaxbrc.distributed) ----------------------------------------
+    vmap_members: bool = True
+    """Batch each device's members with vmap (fast); --no-vmap-members runs them one after
+    another, so that every member's numbers are bit-identical for any number of devices (XLA
+    rounds differently at different batch sizes)."""
+    coordinator_address: str = ""
+    """host:port of process 0, for a run launched as several processes (one per host); SLURM
+    jobs and multi-host TPU slices are detected without it."""
+    num_processes: int = 1
+    process_id: int = 0
+
     # -- derived -----------------------------------------------------------------------------
     @property
     def chunk(self) -> int:
@@ -75,26 +107,67 @@ class BRCConfig:
     def capacity(self) -> int:
         return min(self.buffer_capacity, self.total_iterations * self.num_envs)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        """The config stored as `to_dict()` (config.json); fields it lacks take their defaults."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ConfigError(f"stored config has fields {cls.__name__} does not know: {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
 
 # Fields that may differ between a run and its resumption: they change where and how often the
-# state is saved, never the numbers the run computes.
-RESUME_FREE = ("resume", "run_dir", "checkpoint_every", "keep_checkpoints", "buffer_checkpoint")
+# state is saved, or how processes find each other, never the numbers the run computes.
+RESUME_FREE = ("resume", "run_dir", "checkpoint_every", "keep_checkpoints", "buffer_checkpoint",
+               "coordinator_address", "num_processes", "process_id", "sweep", "sweep_file")
+
+@dataclass(frozen=True)
+class Experiment:
+    """What a script runs: the loop and the agent. Flags carry no prefix (`--lr`, `--tasks`);
+    each script declares `agent` with its agent config's type for the command line."""
+
+    run: tyro.conf.OmitArgPrefixes[RunConfig]
+    agent: Any
+
+    def replace(self, **changes) -> "Experiment":
+        """A copy with fields changed by their flag names, wherever they live (`lr=`, `tasks=`)."""
+        run_names = {f.name for f in dataclasses.fields(self.run)}
+        agent_names = {f.name for f in dataclasses.fields(self.agent)}
+        unknown = sorted(set(changes) - run_names - agent_names)
+        if unknown:
+            raise TypeError(f"no such field: {', '.join(unknown)}")
+        return dataclasses.replace(
+            self, run=dataclasses.replace(self.run, **{k: v for k, v in changes.items() if k in run_names}),
+            agent=dataclasses.replace(self.agent, **{k: v for k, v in changes.items() if k in agent_names}))
+
+    def to_dict(self, variants=None) -> dict:
+        """config.json: `{"run": ..., "agent": ..., "variants": [...]}`; `variants` are the
+        resolved sweep (a list of `{name: value}`; `[{}]` without a sweep)."""
+        d = dict(run=dataclasses.asdict(self.run), agent=dataclasses.asdict(self.agent),
+                 variants=list(variants) if variants is not None else [{}])
+        return json.loads(json.dumps(d))  # as config.json holds it: tuples become lists
+
+
+def from_dict(d: dict, agent_class) -> Experiment:
+    """The Experiment stored as `to_dict()`; fields it lacks take their defaults."""
+    if set(d) - {"run", "agent", "variants", "source"} or not {"run", "agent"} <= set(d):
+        raise ConfigError(f"stored config has the parts {', '.join(sorted(d))}; expected run, agent, variants")
+
+    def build(cls, fields: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ConfigError(f"stored config has fields {cls.__name__} does not know: {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    return Experiment(run=build(RunConfig, d["run"]), agent=build(agent_class, d["agent"]))
+
+
+def flat(d: dict) -> dict:
+    """config.json's parts as one dict of flag names (names are unique across the parts)."""
+    out = {}
+    for part, value in d.items():
+        if isinstance(value, dict):
+            out.update(value)
+        else:
+            out[part] = value
+    return out
 
 
 def config_diff(stored: dict, given: dict, ignore=RESUME_FREE) -> list[str]:
     """`name (stored X, given Y)` for every field that differs, `ignore` left out."""
+    stored, given = flat(stored), flat(given)
     names = sorted(k for k in set(stored) | set(given) if k not in ignore and stored.get(k) != given.get(k))
     return [f"{k} (stored {stored.get(k)!r}, given {given.get(k)!r})" for k in names]
 
@@ -104,51 +177,40 @@ def default_batch_size(num_tasks: int) -> int:
     return 256 if num_tasks == 1 else 1024
 
 
-def with_defaults(config, num_tasks: int):
-    """`config` with the fields whose default depends on the tasks filled in (`batch_size`)."""
-    if config.batch_size is None:
-        config = dataclasses.replace(config, batch_size=default_batch_size(num_tasks))
-    return config
+def with_defaults(run: RunConfig, num_tasks: int) -> RunConfig:
+    """`run` with the fields whose default depends on the tasks filled in (`batch_size`)."""
+    if run.batch_size is None:
+        run = dataclasses.replace(run, batch_size=default_batch_size(num_tasks))
+    return run
 
 
-def validate(config: BRCConfig, num_tasks: int) -> None:
-    """Raise ConfigError with one clear line for the first problem found (on a config
-    completed by `with_defaults`)."""
-    positive = ("num_seeds", "num_envs", "total_iterations", "eval_every", "eval_episodes",
-                "episode_length", "critic_width", "critic_depth", "actor_width", "actor_depth",
-                "embed_dim", "batch_size", "utd", "buffer_capacity", "v_max", "lr", "alpha_lr",
-                "init_alpha")
-    for name in positive:
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    for name in ("warmup_iterations", "chunk_iterations", "weight_decay", "seed", "checkpoint_every"):
-        if getattr(config, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
-    if config.num_atoms < 2:
-        raise ConfigError(f"--num-atoms must be >= 2, got {config.num_atoms}")
-    if not 0.0 < config.gamma < 1.0:
-        raise ConfigError(f"--gamma must be in (0, 1), got {config.gamma}")
-    if not 0.0 < config.tau <= 1.0:
-        raise ConfigError(f"--tau must be in (0, 1], got {config.tau}")
-    if config.buffer_capacity < config.num_envs:
-        raise ConfigError(f"--buffer-capacity ({config.buffer_capacity}) must be at least --num-envs "
-                          f"({config.num_envs}): every iteration writes one transition per environment")
-    if config.warmup_iterations >= config.total_iterations:
-        raise ConfigError(f"--warmup-iterations ({config.warmup_iterations}) must be smaller than "
-                          f"--total-iterations ({config.total_iterations})")
-    filled = num_tasks * min(config.warmup_iterations * config.num_envs, config.capacity)
-    if config.batch_size > filled:
-        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {filled} transitions "
-                          f"the warm-up fills ({num_tasks} tasks x {config.warmup_iterations} "
-                          f"iterations x {config.num_envs} envs)")
-    if config.total_iterations % config.eval_every:
-        raise ConfigError(f"--total-iterations ({config.total_iterations}) must be a multiple of "
-                          f"--eval-every ({config.eval_every})")
-    if config.eval_every % config.chunk:
-        raise ConfigError(f"--eval-every ({config.eval_every}) must be a multiple of "
-                          f"--chunk-iterations ({config.chunk})")
-    if config.checkpoint_every % config.chunk:
-        raise ConfigError(f"--checkpoint-every ({config.checkpoint_every}) must be a multiple of "
-                          f"the chunk ({config.chunk} iterations; see --chunk-iterations)")
-    if config.keep_checkpoints < 1:
-        raise ConfigError(f"--keep-checkpoints must be >= 1, got {config.keep_checkpoints}")
+def validate_run(run: RunConfig, num_tasks: int) -> None:
+    """Raise ConfigError with one clear line for the first problem found (on a config completed
+    by `with_defaults`)."""
+    positive(run, "num_seeds", "num_envs", "total_iterations", "eval_every", "eval_episodes",
+             "episode_length", "batch_size", "utd", "buffer_capacity", "num_processes")
+    for name in ("warmup_iterations", "chunk_iterations", "seed", "checkpoint_every", "process_id"):
+        require(run, name, lambda v: v >= 0, ">= 0")
+    require(run, "keep_checkpoints", lambda v: v >= 1, ">= 1")
+    if run.buffer_capacity < run.num_envs:
+        raise ConfigError(f"--buffer-capacity ({run.buffer_capacity}) must be at least --num-envs "
+                          f"({run.num_envs}): every iteration writes one transition per environment")
+    if run.warmup_iterations >= run.total_iterations:
+        raise ConfigError(f"--warmup-iterations ({run.warmup_iterations}) must be smaller than "
+                          f"--total-iterations ({run.total_iterations})")
+    filled = num_tasks * min(run.warmup_iterations * run.num_envs, run.capacity)
+    if run.batch_size > filled:
+        raise ConfigError(f"--batch-size {run.batch_size} is larger than the {filled} transitions "
+                          f"the warm-up fills ({num_tasks} tasks x {run.warmup_iterations} "
+                          f"iterations x {run.num_envs} envs)")
+    if run.total_iterations % run.eval_every:
+        raise ConfigError(f"--total-iterations ({run.total_iterations}) must be a multiple of "
+                          f"--eval-every ({run.eval_every})")
+    if run.eval_every % run.chunk:
+        raise ConfigError(f"--eval-every ({run.eval_every}) must be a multiple of "
+                          f"--chunk-iterations ({run.chunk})")
+    if run.checkpoint_every % run.chunk:
+        raise ConfigError(f"--checkpoint-every ({run.checkpoint_every}) must be a multiple of "
+                          f"the chunk ({run.chunk} iterations; see --chunk-iterations)")
+    if run.sweep and run.sweep_file:
+        raise ConfigError("give --sweep or --sweep-file, not both")

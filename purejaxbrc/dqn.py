@@ -11,11 +11,13 @@ distribution from the Polyak target network, atoms shifted by `r_norm + gamma * 
 Actions beyond a task's own count are masked out of every argmax and every random choice.
 
 `DQNAgent` has the interface of `SACAgent`, so `purejaxbrc.train` runs it unchanged; like it, it
-holds only static hyperparameters and every method is a pure function of its inputs.
+holds only static settings, every method is a pure function of its inputs, and hyperparameters
+arrive as `hp` (every name of `DQNConfig.SWEEPABLE`: floats when fixed, arrays when swept).
 """
 
 import math
-from typing import NamedTuple, Optional
+from dataclasses import dataclass
+from typing import ClassVar, Literal, NamedTuple, Optional
 
 import equinox as eqx
 import jax
@@ -24,9 +26,49 @@ import optax
 
 from purejaxbrc import categorical
 from purejaxbrc.bronet import BroNet, Dense
+from purejaxbrc.config import ConfigError, positive, require
 from purejaxbrc.embedding import TaskEmbedding
 from purejaxbrc.padding import valid_action_mask
 from purejaxbrc.sac import polyak
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """The discrete agent (BRC.md, "Discrete actions from pixels")."""
+
+    # What may differ between the members of one program (purejaxbrc.sweep).
+    SWEEPABLE: ClassVar[tuple[str, ...]] = (
+        "lr", "weight_decay", "tau", "gamma", "v_max", "eps_start", "eps_end", "eps_decay")
+
+    critic_width: int = 4096
+    critic_depth: int = 2
+    conv_channels: tuple[int, ...] = (16,)
+    """Output channels of each 3x3 VALID conv + ReLU (image observations only)."""
+    num_atoms: int = 101
+    embed_dim: int = 32
+    embed_norm: Literal["l2", "l1"] = "l2"
+    critic_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    tau: float = 0.005
+    gamma: float = 0.99
+    v_max: float = 10.0
+    eps_start: float = 1.0
+    """Exploration epsilon at iteration 0 (warm-up iterations count)."""
+    eps_end: float = 0.05
+    eps_decay: int = 10_000
+    """Iterations over which epsilon decays linearly from eps_start to eps_end."""
+
+    def validate(self) -> None:
+        positive(self, "critic_width", "critic_depth", "embed_dim", "lr", "v_max", "eps_decay")
+        require(self, "num_atoms", lambda v: v >= 2, ">= 2")
+        require(self, "weight_decay", lambda v: v >= 0, ">= 0")
+        require(self, "gamma", lambda v: 0 < v < 1, "in (0, 1)")
+        require(self, "tau", lambda v: 0 < v <= 1, "in (0, 1]")
+        for name in ("eps_start", "eps_end"):
+            require(self, name, lambda v: 0 <= v <= 1, "in [0, 1]")
+        if any(c <= 0 for c in self.conv_channels):
+            raise ConfigError(f"--conv-channels must all be > 0, got {' '.join(map(str, self.conv_channels))}")
 
 
 class Conv3x3(eqx.Module):
@@ -110,86 +152,79 @@ def linear_epsilon(iteration, start: float, end: float, decay: int):
 
 
 class DQNAgent:
-    def __init__(self, *, obs_shape, action_counts, num_tasks: int, width: int = 4096,
-                 depth: int = 2, conv_channels=(16,), num_atoms: int = 101, v_max: float = 10.0,
-                 embed_dim: int = 32, embed_norm: str = "l2", gamma: float = 0.99,
-                 tau: float = 0.005, lr: float = 3e-4, weight_decay: float = 1e-4,
-                 eps_start: float = 1.0, eps_end: float = 0.05, eps_decay: int = 10_000,
-                 matmul_dtype: str = "float32"):
+    def __init__(self, config: DQNConfig, *, obs_shape, action_counts, num_tasks: int):
         if len(action_counts) != num_tasks:
             raise ValueError(f"{len(action_counts)} action counts for {num_tasks} tasks")
+        self.config = config
         self.obs_shape, self.num_tasks = tuple(obs_shape), num_tasks
         self.action_counts = tuple(int(a) for a in action_counts)
         self.num_actions = max(self.action_counts)  # A_max
-        self.width, self.depth, self.conv_channels = width, depth, tuple(conv_channels)
-        self.num_atoms, self.v_max = num_atoms, v_max
-        self.embed_dim, self.embed_norm = embed_dim, embed_norm
-        self.gamma, self.tau = gamma, tau
-        self.eps_start, self.eps_end, self.eps_decay = eps_start, eps_end, eps_decay
-        self.compute_dtype = None if matmul_dtype == "float32" else jnp.dtype(matmul_dtype)
-        self.opt = optax.adamw(lr, weight_decay=weight_decay, eps=1e-8)
-        self.atoms = categorical.support(num_atoms, v_max)
+        self.compute_dtype = None if config.critic_matmul_dtype == "float32" else jnp.dtype(config.critic_matmul_dtype)
+
+    @staticmethod
+    def _opt(hp):  # built per call: a swept learning rate is an array
+        return optax.adamw(hp["lr"], weight_decay=hp["weight_decay"], eps=1e-8)
 
     # -- construction ------------------------------------------------------------------------
-    def init(self, key) -> DQNState:
-        net = QNetwork(key, self.obs_shape, self.num_actions, self.num_atoms, self.width,
-                       self.depth, self.conv_channels, self.num_tasks, self.embed_dim,
-                       self.embed_norm)
-        return DQNState(net=net, target_net=net, opt=self.opt.init(net))
+    def init(self, key, hp) -> DQNState:
+        c = self.config
+        net = QNetwork(key, self.obs_shape, self.num_actions, c.num_atoms, c.critic_width,
+                       c.critic_depth, c.conv_channels, self.num_tasks, c.embed_dim, c.embed_norm)
+        return DQNState(net=net, target_net=net, opt=self._opt(hp).init(net))
 
     # -- values and masks --------------------------------------------------------------------
     def mask(self, task_ids):
         """`[..., A_max]` bool: the actions that exist in each environment's task."""
         return valid_action_mask(self.action_counts, self.num_actions)[task_ids]
 
-    def q_values(self, net, obs, task_ids):
+    def q_values(self, net, obs, task_ids, v_max):
         """Expected values `[B, A_max]`, padded actions set to -inf."""
         probs = jax.nn.softmax(net(obs, task_ids, self.compute_dtype), axis=-1)
-        return jnp.where(self.mask(task_ids), categorical.expectation(probs, self.atoms), -jnp.inf)
+        atoms = categorical.support(self.config.num_atoms, v_max)
+        return jnp.where(self.mask(task_ids), categorical.expectation(probs, atoms), -jnp.inf)
 
     # -- acting ------------------------------------------------------------------------------
     @property
     def action_shape(self):
         return ()
 
-    def epsilon(self, iteration):
-        return linear_epsilon(iteration, self.eps_start, self.eps_end, self.eps_decay)
-
-    def greedy(self, state: DQNState, obs, task_ids):
-        return jnp.argmax(self.q_values(state.net, obs, task_ids), axis=-1).astype(jnp.int32)
+    def greedy(self, state: DQNState, obs, task_ids, hp):
+        return jnp.argmax(self.q_values(state.net, obs, task_ids, hp["v_max"]), axis=-1).astype(jnp.int32)
 
     def random_action(self, key, task_ids):
         """Uniform over each environment's own actions (the warm-up policy)."""
         counts = jnp.asarray(self.action_counts, jnp.int32)[task_ids]
         return jax.random.randint(key, task_ids.shape, 0, counts, dtype=jnp.int32)
 
-    def explore(self, state: DQNState, obs, task_ids, key, iteration):
+    def explore(self, state: DQNState, obs, task_ids, key, iteration, hp):
         """Epsilon-greedy, epsilon decaying linearly with the iteration."""
         k_coin, k_random = jax.random.split(key)
-        explore = jax.random.uniform(k_coin, task_ids.shape) < self.epsilon(iteration)
+        epsilon = linear_epsilon(iteration, hp["eps_start"], hp["eps_end"], hp["eps_decay"])
+        explore = jax.random.uniform(k_coin, task_ids.shape) < epsilon
         return jnp.where(explore, self.random_action(k_random, task_ids),
-                         self.greedy(state, obs, task_ids))
+                         self.greedy(state, obs, task_ids, hp))
 
-    def reward_allowance(self, state: DQNState):
-        del state
+    def reward_allowance(self, state: DQNState, hp):
+        del state, hp
         return jnp.float32(0.0)  # no entropy bonus to make room for
 
     # -- learning ----------------------------------------------------------------------------
-    def target_distribution(self, state: DQNState, batch, task_ids, reward):
+    def target_distribution(self, state: DQNState, batch, task_ids, reward, hp):
         """The projected double-Q target `[B, num_atoms]` (stop-gradient by construction)."""
-        next_action = jnp.argmax(self.q_values(state.net, batch.next_obs, task_ids), axis=-1)
+        num_atoms, v_max = self.config.num_atoms, hp["v_max"]
+        next_action = jnp.argmax(self.q_values(state.net, batch.next_obs, task_ids, v_max), axis=-1)
         next_logits = state.target_net(batch.next_obs, task_ids, self.compute_dtype)
         next_probs = jax.nn.softmax(
             jnp.take_along_axis(next_logits, next_action[:, None, None], axis=1)[:, 0], axis=-1)
-        discount = self.gamma * (1.0 - batch.terminated.astype(jnp.float32))  # truncation bootstraps
-        shifted = reward[:, None] + discount[:, None] * self.atoms
-        return jax.lax.stop_gradient(categorical.project(shifted, next_probs, self.num_atoms, self.v_max))
+        discount = hp["gamma"] * (1.0 - batch.terminated.astype(jnp.float32))  # truncation bootstraps
+        shifted = reward[:, None] + discount[:, None] * categorical.support(num_atoms, v_max)
+        return jax.lax.stop_gradient(categorical.project(shifted, next_probs, num_atoms, v_max))
 
-    def update(self, state: DQNState, batch, task_ids, reward_scale, key):
+    def update(self, state: DQNState, batch, task_ids, reward_scale, key, hp):
         """One gradient step on the online network, then the Polyak target update."""
         del key  # the update is deterministic given the batch
         reward = batch.reward * reward_scale[task_ids]
-        target = self.target_distribution(state, batch, task_ids, reward)
+        target = self.target_distribution(state, batch, task_ids, reward, hp)
         action = batch.action.astype(jnp.int32)
 
         def loss_fn(net):
@@ -198,8 +233,9 @@ class DQNAgent:
             return jnp.mean(categorical.cross_entropy(taken, target)), taken
 
         (loss, taken), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.net)
-        updates, opt = self.opt.update(grads, state.opt, state.net)
+        updates, opt = self._opt(hp).update(grads, state.opt, state.net)
         net = optax.apply_updates(state.net, updates)
-        q = categorical.expectation(jax.nn.softmax(taken, axis=-1), self.atoms)
+        atoms = categorical.support(self.config.num_atoms, hp["v_max"])
+        q = categorical.expectation(jax.nn.softmax(taken, axis=-1), atoms)
         metrics = {"critic_loss": loss, "q_mean": jnp.mean(q)}
-        return DQNState(net, polyak(net, state.target_net, self.tau), opt), metrics
+        return DQNState(net, polyak(net, state.target_net, hp["tau"]), opt), metrics

@@ -16,23 +16,24 @@ step, episodes <= 0) prints one line on stderr and exits with code 2.
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import purejaxbrc  # noqa: F401  (before JAX: sets the XLA CPU flag)
 import jax
 import numpy as np
 
-from purejaxbrc import kinds
+from purejaxbrc import kinds, sweep
 from purejaxbrc.checkpoint import Checkpoints, CorruptCheckpoint
-from purejaxbrc.config import ConfigError
-from purejaxbrc.run import enable_compilation_cache, exit_on_error, seed_keys, vmapped_init
+from purejaxbrc.config import ConfigError, from_dict
+from purejaxbrc.run import Program, enable_compilation_cache, exit_on_error, make_population
 from purejaxbrc.runlog import read_rows
 from purejaxbrc.train import make_train
 
 
 def load_config(run_dir: Path):
-    """`(kind, config)` from the run directory; ConfigError when they are missing."""
+    """`(kind, experiment, variants, stored config dict)` from the run directory; ConfigError
+    when they are missing."""
     if not run_dir.is_dir():
         raise ConfigError(f"run dir {run_dir} does not exist")
     try:
@@ -43,15 +44,31 @@ def load_config(run_dir: Path):
     if not info.get("kind"):
         raise ConfigError(f"run dir {run_dir}: run_info.json names no kind (written before checkpoints existed)")
     kind = kinds.get(info["kind"])
-    return info["kind"], kind.config_class().from_dict(stored)
+    experiment = from_dict(stored, kind.agent_config)
+    return info["kind"], experiment, tuple(stored.get("variants", [{}])), stored
 
 
-def evaluate(run_dir, episodes: int | None = None, step: int | None = None):
-    """`(config, task names, iteration, returns [seeds, tasks])` of one checkpoint."""
+class Loaded(NamedTuple):
+    """A run directory rebuilt: its config, program and one restored checkpoint."""
+
+    kind: str
+    experiment: object  # purejaxbrc.config.Experiment
+    variants: tuple
+    stored: dict  # config.json
+    names: tuple
+    env: object
+    eval_env: object
+    agent: object
+    program: object  # purejaxbrc.run.Program
+    restored: object  # purejaxbrc.checkpoint.Restored
+
+
+def load(run_dir, step: int | None = None, with_buffer: bool = False, episodes: int | None = None) -> Loaded:
+    """Rebuild the run in `run_dir` and restore checkpoint `step` (default: the latest readable
+    one, falling back past damaged ones) onto this machine's devices. ConfigError for a
+    missing run dir or checkpoint; `episodes` overrides the evaluation episodes."""
     run_dir = Path(run_dir)
-    if episodes is not None and episodes <= 0:
-        raise ConfigError(f"--episodes must be > 0, got {episodes}")
-    name, config = load_config(run_dir)
+    name, experiment, variants, stored = load_config(run_dir)
     kind = kinds.get(name)
     steps = Checkpoints(run_dir).steps()
     if not steps:
@@ -59,47 +76,62 @@ def evaluate(run_dir, episodes: int | None = None, step: int | None = None):
     if step is not None and step not in steps:
         raise ConfigError(f"--checkpoint {step}: no such checkpoint in {run_dir}; there are: "
                           f"{', '.join(map(str, steps))}")
-    try:
-        names = kind.resolve_tasks(config.tasks)
-    except ValueError as e:
-        raise ConfigError(str(e))
-    eval_config = config if episodes is None else dataclasses.replace(config, eval_episodes=episodes)
-    env, eval_env, agent = kind.build(eval_config, names)
-    trainer = make_train(config, env, eval_env, agent)
-    abstract = jax.eval_shape(vmapped_init(trainer), seed_keys(config.seed, config.num_seeds))
-    ckpts = Checkpoints(run_dir, read_only=True)
+    names = kind.resolve_tasks(experiment.run.tasks)
+    run = experiment.run
+    eval_run = run if episodes is None else dataclasses.replace(run, eval_episodes=episodes)
+    env, eval_env, agent = kind.build(dataclasses.replace(experiment, run=eval_run), names)
+    population = make_population(run, variants)
+    program = Program(make_train(run, env, eval_env, agent), population, batched=run.vmap_members)
+    abstract = program.abstract_state()
+    ckpts = Checkpoints(run_dir, read_only=True, sharding=program.sharding)
     if step is None:
-        got = ckpts.restore_latest(abstract, config.to_dict(), with_buffer=False)
+        got = ckpts.restore_latest(abstract, stored, with_buffer=with_buffer)
     else:  # exactly this one: no fallback to an older one
         try:
-            got = ckpts.restore_checked(step, abstract, config.to_dict(), with_buffer=False)
+            got = ckpts.restore_checked(step, abstract, stored, with_buffer=with_buffer)
         except CorruptCheckpoint as e:
             raise ConfigError(f"--checkpoint {step} is corrupt or incomplete ({e})")
-    state = got.rest
-    eval_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.eval_key, jax.numpy.int32(got.step))
-    returns = np.asarray(jax.jit(jax.vmap(trainer.evaluate))(state.agent, eval_keys))
-    return config, env.task_names, got.step, returns
+    return Loaded(name, experiment, variants, stored, names, env, eval_env, agent, program, got)
 
 
-def table(task_names, seeds, returns) -> str:
+def evaluate(run_dir, episodes: int | None = None, step: int | None = None):
+    """`(experiment, population, task names, iteration, returns [members, tasks])` of one
+    checkpoint."""
+    if episodes is not None and episodes <= 0:
+        raise ConfigError(f"--episodes must be > 0, got {episodes}")
+    got = load(run_dir, step, episodes=episodes)
+    state, it = got.restored.rest, got.restored.step
+    returns = np.asarray(got.program.compile_evaluate(state)(state, jax.numpy.int32(it)))
+    return got.experiment, got.program.population, got.names, it, returns
+
+
+def columns(population) -> list[str]:
+    """`seed 0`, or `v1 seed 0` (variant 1) in a sweep."""
+    many = len(population.variants) > 1
+    return [(f"v{v} " if many else "") + f"seed {s}" for s, v in zip(population.seeds, population.variant_of)]
+
+
+def table(task_names, labels, returns) -> str:
     width = max(len("mean"), *(len(t) for t in task_names))
-    head = f"{'task':<{width}}" + "".join(f"{'seed ' + str(s):>12}" for s in seeds) + f"{'mean':>12}"
+    cell = max(12, *(len(label) + 2 for label in labels))
+    head = f"{'task':<{width}}" + "".join(f"{label:>{cell}}" for label in labels) + f"{'mean':>12}"
     lines = [head]
     for t, task in enumerate(task_names):
-        lines.append(f"{task:<{width}}" + "".join(f"{r:12.2f}" for r in returns[:, t])
+        lines.append(f"{task:<{width}}" + "".join(f"{r:{cell}.2f}" for r in returns[:, t])
                      + f"{returns[:, t].mean():12.2f}")
-    lines.append(f"{'mean':<{width}}" + "".join(f"{r:12.2f}" for r in returns.mean(1))
+    lines.append(f"{'mean':<{width}}" + "".join(f"{r:{cell}.2f}" for r in returns.mean(1))
                  + f"{returns.mean():12.2f}")
     return "\n".join(lines)
 
 
-def compare_with_training(run_dir: Path, iteration: int, task_names, seeds, returns) -> str | None:
+def compare_with_training(run_dir: Path, iteration: int, task_names, population, returns) -> str | None:
     rows = [r for r in read_rows(run_dir / "metrics.jsonl") if r["iteration"] == iteration]
     if not rows:
         return None
-    logged = {(r["seed"], r["task"]): r["eval_return"] for r in rows}
-    same = all(logged.get((s, t)) == float(returns[i, j])
-               for i, s in enumerate(seeds) for j, t in enumerate(task_names))
+    logged = {(r["seed"], r.get("variant", 0), r["task"]): r["eval_return"] for r in rows}
+    same = all(logged.get((s, v, t)) == float(returns[m, j])
+               for m, (s, v) in enumerate(zip(population.seeds, population.variant_of))
+               for j, t in enumerate(task_names))
     return (f"in-training evaluation at iteration {iteration} (metrics.jsonl): "
             + ("identical" if same else "DIFFERENT"))
 
@@ -107,21 +139,23 @@ def compare_with_training(run_dir: Path, iteration: int, task_names, seeds, retu
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m purejaxbrc.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes per task and seed "
+    parser.add_argument("--episodes", type=int, default=None, help="episodes per task and member "
                         "(default: the run's --eval-episodes)")
     parser.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
                         help="the checkpoint's iteration (default: the latest)")
     args = parser.parse_args(argv)
     enable_compilation_cache()
-    config, task_names, step, returns = exit_on_error(
+    experiment, population, task_names, step, returns = exit_on_error(
         lambda: evaluate(args.run_dir, args.episodes, args.checkpoint))
-    seeds = list(range(config.seed, config.seed + config.num_seeds))
-    episodes = args.episodes or config.eval_episodes
-    print(f"{args.run_dir}: checkpoint at iteration {step}, {episodes} episodes per task and seed, "
+    episodes = args.episodes or experiment.run.eval_episodes
+    print(f"{args.run_dir}: checkpoint at iteration {step}, {episodes} episodes per task and member, "
           f"deterministic policy")
-    print(table(task_names, seeds, returns))
-    if episodes == config.eval_episodes:
-        note = compare_with_training(Path(args.run_dir), step, task_names, seeds, returns)
+    print(table(task_names, columns(population), returns))
+    if len(population.variants) > 1:
+        for v, variant in enumerate(population.variants):
+            print(f"v{v}: {sweep.describe(variant)}")
+    if episodes == experiment.run.eval_episodes:
+        note = compare_with_training(Path(args.run_dir), step, task_names, population, returns)
         if note:
             print(note)
     return returns

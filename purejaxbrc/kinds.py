@@ -1,74 +1,90 @@
-"""The kinds of run the scripts write, named by run_info.json's `kind`: how to rebuild a run's
-config, tasks, environments and agent from its run directory (used by purejaxbrc.evaluate).
+"""The kinds of run, named by run_info.json's `kind`: how to check an experiment and build its
+environments and agent, for the scripts and for rebuilding a run from its directory
+(purejaxbrc.evaluate, experiments/brc_transfer.py).
 
-- "mjx": experiments/brc_mjx.py, SAC on MuJoCo Playground (BRCConfig)
-- "minatar": experiments/brc_minatar.py, categorical double Q on gymnax games (DQNConfig)
+- "mjx": experiments/brc_mjx.py, SAC (`sac.SACConfig`) on MuJoCo Playground control tasks
+- "minatar": experiments/brc_minatar.py, categorical double Q (`dqn.DQNConfig`) on gymnax games
 """
 
-from typing import Any, Callable, NamedTuple
+import dataclasses
+from typing import Callable, NamedTuple
 
-from purejaxbrc.config import BRCConfig, ConfigError
+from purejaxbrc import sweep
+from purejaxbrc.config import ConfigError, Experiment, RunConfig, validate_run, with_defaults
 
 
-def build_mjx(config: BRCConfig, names):
+def build_mjx(experiment: Experiment, names):
     """`(env, eval_env, agent)` of an MJX run."""
     from purejaxbrc.envs.mjx import MJXTaskSet, pool_size_for
     from purejaxbrc.sac import SACAgent
-    env = MJXTaskSet(names, config.num_envs, config.episode_length,
-                     pool_size=pool_size_for(config.chunk, config.episode_length))
+    run = experiment.run
+    env = MJXTaskSet(names, run.num_envs, run.episode_length,
+                     pool_size=pool_size_for(run.chunk, run.episode_length))
     # Evaluation runs every episode to its end and stops: no auto-reset, no pool.
-    eval_env = MJXTaskSet(names, config.eval_episodes, config.episode_length, pool_size=0)
-    agent = SACAgent(
-        obs_size=env.obs_size, action_size=env.action_size, num_tasks=env.num_tasks,
-        critic_width=config.critic_width, critic_depth=config.critic_depth,
-        actor_width=config.actor_width, actor_depth=config.actor_depth,
-        num_atoms=config.num_atoms, v_max=config.v_max, embed_dim=config.embed_dim,
-        embed_norm=config.embed_norm, gamma=config.gamma, tau=config.tau, lr=config.lr,
-        weight_decay=config.weight_decay, alpha_lr=config.alpha_lr, init_alpha=config.init_alpha,
-        critic_matmul_dtype=config.critic_matmul_dtype)
+    eval_env = MJXTaskSet(names, run.eval_episodes, run.episode_length, pool_size=0)
+    agent = SACAgent(experiment.agent, obs_size=env.obs_size, action_size=env.action_size,
+                     num_tasks=env.num_tasks)
     return env, eval_env, agent
 
 
-def build_minatar(config, names):
+def build_minatar(experiment: Experiment, names):
     """`(env, eval_env, agent)` of a gymnax run."""
     from purejaxbrc.dqn import DQNAgent
     from purejaxbrc.envs.gymnax import GymnaxTaskSet
-    env = GymnaxTaskSet(names, config.num_envs)
-    eval_env = GymnaxTaskSet(names, config.eval_episodes)
-    agent = DQNAgent(
-        obs_shape=env.obs_shape, action_counts=env.action_counts, num_tasks=env.num_tasks,
-        width=config.critic_width, depth=config.critic_depth, conv_channels=config.conv_channels,
-        num_atoms=config.num_atoms, v_max=config.v_max, embed_dim=config.embed_dim,
-        embed_norm=config.embed_norm, gamma=config.gamma, tau=config.tau, lr=config.lr,
-        weight_decay=config.weight_decay, eps_start=config.eps_start, eps_end=config.eps_end,
-        eps_decay=config.eps_decay, matmul_dtype=config.critic_matmul_dtype)
+    run = experiment.run
+    env = GymnaxTaskSet(names, run.num_envs)
+    eval_env = GymnaxTaskSet(names, run.eval_episodes)
+    agent = DQNAgent(experiment.agent, obs_shape=env.obs_shape, action_counts=env.action_counts,
+                     num_tasks=env.num_tasks)
     return env, eval_env, agent
 
 
-def _resolve_mjx(spec: str):
-    from purejaxbrc.envs.mjx import resolve_tasks
-    return resolve_tasks(spec)
+def _check_mjx(experiment: Experiment, names) -> None:
+    del experiment, names  # every MJX task fits every agent config
 
 
-def _resolve_gymnax(spec: str):
-    from purejaxbrc.envs.gymnax import resolve_tasks
-    return resolve_tasks(spec)
+def _check_minatar(experiment: Experiment, names) -> None:
+    from purejaxbrc.envs.gymnax import GymnaxTaskSet
+    if experiment.run.episode_length != RunConfig.episode_length:
+        raise ConfigError("--episode-length applies to MJX tasks; gymnax games end at their own limits")
+    channels = experiment.agent.conv_channels
+    shape = GymnaxTaskSet(names).obs_shape
+    if len(shape) == 3 and min(shape[:2]) <= 2 * len(channels):
+        raise ConfigError(f"--conv-channels: {len(channels)} 3x3 convs do not fit {shape[0]}x{shape[1]} images")
 
 
-def _dqn_config():
-    from purejaxbrc.dqn_config import DQNConfig
-    return DQNConfig
+def _mjx():
+    from purejaxbrc.envs import mjx
+    from purejaxbrc.sac import SACConfig
+    return SACConfig, mjx.resolve_tasks
+
+
+def _minatar():
+    from purejaxbrc.dqn import DQNConfig
+    from purejaxbrc.envs import gymnax
+    return DQNConfig, gymnax.resolve_tasks
 
 
 class Kind(NamedTuple):
-    config_class: Callable[[], type]
-    resolve_tasks: Callable[[str], tuple]
-    build: Callable[[Any, tuple], tuple]
+    load: Callable[[], tuple]  # -> (agent config class, resolve_tasks(spec) -> names)
+    check: Callable[[Experiment, tuple], None]
+    build: Callable[[Experiment, tuple], tuple]
+
+    @property
+    def agent_config(self):
+        return self.load()[0]
+
+    def resolve_tasks(self, spec: str) -> tuple[str, ...]:
+        """Task names; ConfigError naming the valid ones for an unknown name."""
+        try:
+            return self.load()[1](spec)
+        except ValueError as e:
+            raise ConfigError(str(e))
 
 
 KINDS = {
-    "mjx": Kind(lambda: BRCConfig, _resolve_mjx, build_mjx),
-    "minatar": Kind(_dqn_config, _resolve_gymnax, build_minatar),
+    "mjx": Kind(_mjx, _check_mjx, build_mjx),
+    "minatar": Kind(_minatar, _check_minatar, build_minatar),
 }
 
 
@@ -76,3 +92,22 @@ def get(kind) -> Kind:
     if kind not in KINDS:
         raise ConfigError(f"unknown run kind {kind!r}; known: {', '.join(KINDS)}")
     return KINDS[kind]
+
+
+class Prepared(NamedTuple):
+    experiment: Experiment  # task-dependent defaults filled in
+    names: tuple[str, ...]
+    variants: tuple[dict, ...]  # the sweep: one {name: value} per variant ({} without one)
+
+
+def prepare(kind: str, experiment: Experiment) -> Prepared:
+    """Resolve the tasks and the sweep and check every input; ConfigError (one line) before
+    anything is compiled or written."""
+    spec = get(kind)
+    names = spec.resolve_tasks(experiment.run.tasks)
+    experiment = dataclasses.replace(experiment, run=with_defaults(experiment.run, len(names)))
+    validate_run(experiment.run, len(names))
+    experiment.agent.validate()
+    spec.check(experiment, names)
+    variants = sweep.resolve(experiment.run, experiment.agent, spec.agent_config)
+    return Prepared(experiment, names, variants)

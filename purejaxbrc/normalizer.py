@@ -100,6 +100,7 @@ def scale(state: NormalizerState, v_max: float, allowance=0.0):
     return jnp.where(ok, v_max / jnp.where(ok, denom, 1.0), 0.0)
 
 
-def entropy_allowance(alpha, action_dim: int, gamma: float):
-    """`alpha * A_max / (4 (1 - gamma))`: room on the support for SAC's entropy bonus."""
-    return alpha * action_dim / (4.0 * (1.0 - gamma))
+def entropy_allowance(alpha, target_entropy, gamma):
+    """`-alpha * H_target / (2 (1 - gamma))`: room on the support for SAC's entropy bonus
+    (`alpha * A_max / (4 (1 - gamma))` at the default target entropy `-A_max / 2`)."""
+    return -alpha * target_entropy / (2.0 * (1.0 - gamma))

@@ -3,10 +3,11 @@
     python -m purejaxbrc.plot RUN_DIR [RUN_DIR ...] [--out DIR] [--normalize {none,dmc,auto}]
 
 Writes one PNG per task (x = env_steps, y = eval_return: mean over seeds with a 95% bootstrap
-band, one line per run dir) and `all_tasks.png` (every task in a grid) to --out (default:
-RUN_DIR/plots for one run dir, ./plots for several). Prints the final score of every task
-(mean over seeds at each run's last evaluation, raw returns) and, per run, the mean and IQM
-over tasks x seeds of the (normalised) final scores with 95% stratified bootstrap CIs.
+band, one line per run dir, and per sweep variant within a run dir) and `all_tasks.png`
+(every task in a grid) to --out (default: RUN_DIR/plots for one run dir, ./plots for several).
+Prints the final score of every task (mean over seeds at each run's last evaluation, raw
+returns) and, per run or variant, the mean and IQM over tasks x seeds of the (normalised)
+final scores with 95% stratified bootstrap CIs, ranked by IQM.
 
 Normalisation (aggregate scores only; curves and the per-task table stay raw):
   none  every task raw
@@ -71,7 +72,9 @@ class Run:
         return np.stack([self.curves[t][1][:, -1] for t in tasks], axis=1)
 
 
-def load_run(run_dir: str, label: str | None = None) -> Run:
+def load_run(run_dir: str, label: str | None = None) -> list[Run]:
+    """The run dir's evaluations: one Run, or one per sweep variant (rows carry `variant` and
+    `hparams`), labelled `<label> lr=0.0001 tau=0.005`."""
     path = Path(run_dir)
     if not path.exists():
         raise InputError(f"run dir {run_dir} does not exist")
@@ -101,7 +104,21 @@ def load_run(run_dir: str, label: str | None = None) -> Run:
         rows.append(row)
     if not rows:
         raise InputError(f"{metrics} holds no evaluations")
+    label = label or path.resolve().name
+    variants = sorted({r.get("variant", 0) for r in rows})
+    if len(variants) == 1:
+        return [_curves(path, label, rows, metrics)]
+    runs = []
+    for v in variants:
+        mine = [r for r in rows if r.get("variant", 0) == v]
+        hparams = mine[0].get("hparams") or {}
+        name = " ".join(f"{k}={val:g}" for k, val in hparams.items()) or f"variant {v}"
+        runs.append(_curves(path, f"{label} {name}", mine, metrics))
+    return runs
 
+
+def _curves(path: Path, label: str, rows: list, metrics: Path) -> Run:
+    """One Run from the rows of one variant."""
     seeds = sorted({r["seed"] for r in rows})
     # (task, iteration) -> (env_steps, {seed: return}); a repeated row replaces the earlier one
     points: dict = {}
@@ -123,13 +140,13 @@ def load_run(run_dir: str, label: str | None = None) -> Run:
             curves[task] = (steps, returns)
     if not curves:
         raise InputError(f"{metrics} holds no evaluation at which every seed reported")
-    return Run(path, label or path.resolve().name, seeds, curves)
+    return Run(path, label, seeds, curves)
 
 
 def load_runs(run_dirs) -> list[Run]:
     names = [Path(d).resolve().name for d in run_dirs]
     # label each run by its dir name; dirs sharing a name are labelled by the path as given
-    return [load_run(d, n if names.count(n) == 1 else str(d)) for d, n in zip(run_dirs, names)]
+    return [run for d, n in zip(run_dirs, names) for run in load_run(d, n if names.count(n) == 1 else str(d))]
 
 
 def all_tasks(runs) -> list[str]:
@@ -238,8 +255,8 @@ def report(runs, normalize: str = "auto", reps: int = 2000, seed: int = 0) -> st
     else:
         how = f"returns / {DMC_MAX_RETURN:g} for {', '.join(scaled)}; raw for {', '.join(raw)}"
     out.append(f"Aggregate over tasks x seeds of final scores (normalize={normalize}: {how}); "
-               f"95% stratified bootstrap CIs, {reps} reps")
-    rows = []
+               f"95% stratified bootstrap CIs, {reps} reps; ranked by IQM")
+    ranked = []
     for run in runs:
         scales = np.array([task_scale(t, normalize) for t in run.tasks])
         scores = run.final_scores(run.tasks) / scales  # [seeds, tasks]
@@ -247,8 +264,9 @@ def report(runs, normalize: str = "auto", reps: int = 2000, seed: int = 0) -> st
         for stat in (mean, iqm):
             lo, hi = stratified_bootstrap_ci(scores, stat, reps=reps, seed=seed)
             cells.append(f"{_fmt(stat(scores))} [{_fmt(lo)}, {_fmt(hi)}]")
-        rows.append(cells)
-    out.append(_table(["run", "tasks", "seeds", "mean [95% CI]", "IQM [95% CI]"], rows))
+        ranked.append((-iqm(scores), cells))
+    rows = [[str(rank)] + cells for rank, (_, cells) in enumerate(sorted(ranked, key=lambda r: r[0]), 1)]
+    out.append(_table(["rank", "run", "tasks", "seeds", "mean [95% CI]", "IQM [95% CI]"], rows))
     if scaled and raw:
         out.append("note: these aggregates mix normalised and raw scores; compare runs on "
                    "tasks of one kind (or use --normalize none)")

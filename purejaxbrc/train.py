@@ -1,8 +1,10 @@
-"""The training program: `make_train(config, env, eval_env, agent)` -> jittable pieces.
+"""The training program: `make_train(run, env, eval_env, agent)` -> jittable pieces, each for
+one member of the population (the host loop vmaps and shards them: purejaxbrc.run).
 
 Data flows one way: env -> transition -> buffer -> batch -> update -> params -> policy.
 
-- `init(key)`: a fresh `TrainState` for one seed.
+- `init(key, hparams)`: a fresh `TrainState` for one member. `hparams` holds the member's
+  swept hyperparameters (`{}` without a sweep: every hyperparameter is then a constant).
 - `chunk(state, it, learn_from=None)`: `env.refill` (fresh initial states for the episodes
   that ended, off the per-step path), then `config.chunk` iterations in one `lax.scan`. One
   iteration: act (uniform random during warm-up), step every task, insert, update the reward
@@ -10,8 +12,9 @@ Data flows one way: env -> transition -> buffer -> batch -> update -> params -> 
   warm-up; later after a resume whose replay buffers were not checkpointed, so they refill
   first). `it` and `learn_from` are passed unbatched, so under a vmap over seeds the switches
   stay real branches.
-- `evaluate(agent_state, key)`: deterministic policy, `eval_episodes` per task -> `[T]` means.
-- `train(key)`: the whole run as one pure function (no host in the loop), for sweeps and pods.
+- `evaluate(state, iteration)`: deterministic policy, `eval_episodes` per task -> `[T]` means,
+  on environments seeded by `fold_in(eval_key, iteration)`.
+- `train(key, hparams)`: the whole run as one pure function (no host in the loop).
 
 The host loop that calls these lives in `purejaxbrc.run`.
 """
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 
 from purejaxbrc import buffer, normalizer
 from purejaxbrc.buffer import Transition
+from purejaxbrc.sweep import hyperparameters
 
 
 class TrainState(NamedTuple):
@@ -33,6 +37,7 @@ class TrainState(NamedTuple):
     obs: jax.Array  # [T, E, ...] observation to act on
     key: jax.Array
     eval_key: jax.Array  # evaluation environments are seeded apart from training ones
+    hparams: dict  # the member's swept hyperparameters: float32 scalars by name
 
 
 class Trainer(NamedTuple):
@@ -47,12 +52,17 @@ def _flat(x):
 
 
 def make_train(config, env, eval_env, agent) -> Trainer:
+    """`config`: the loop's `RunConfig`; `agent`: a SACAgent or DQNAgent."""
     num_tasks, num_envs = env.num_tasks, env.num_envs
     task_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None], (num_tasks, num_envs))
 
-    def init(key) -> TrainState:
+    def hp_of(state: TrainState) -> dict:
+        return hyperparameters(agent.config, state.hparams)
+
+    def init(key, hparams) -> TrainState:
+        hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
         k_agent, k_env, k_loop = jax.random.split(key, 3)
-        agent_state = agent.init(k_agent)
+        agent_state = agent.init(k_agent, hyperparameters(agent.config, hparams))
         env_state, obs = env.reset(k_env)
         example = Transition(obs=obs[0, 0], action=agent.random_action(k_loop, task_ids)[0, 0],
                              reward=jnp.float32(0), terminated=jnp.bool_(False),
@@ -62,39 +72,40 @@ def make_train(config, env, eval_env, agent) -> Trainer:
             buffer=buffer.init(example, num_tasks, config.capacity),
             norm=normalizer.init(num_tasks, num_envs, env.episode_length),
             env=env_state, obs=obs, key=k_loop,
-            eval_key=jax.random.fold_in(key, 0x5EED),
+            eval_key=jax.random.fold_in(key, 0x5EED), hparams=hparams,
         )
 
-    def gradient_steps(agent_state, buf, norm, key):
+    def gradient_steps(agent_state, buf, norm, key, hp):
         def one(agent_state, k):
             k_batch, k_update = jax.random.split(k)
             batch, batch_tasks = buffer.sample(buf, k_batch, config.batch_size)
-            scale = normalizer.scale(norm, config.v_max, agent.reward_allowance(agent_state))
-            return agent.update(agent_state, batch, batch_tasks, scale, k_update)
+            scale = normalizer.scale(norm, hp["v_max"], agent.reward_allowance(agent_state, hp))
+            return agent.update(agent_state, batch, batch_tasks, scale, k_update, hp)
         agent_state, metrics = jax.lax.scan(one, agent_state, jax.random.split(key, config.utd))
         return agent_state, jax.tree.map(jnp.mean, metrics)
 
-    def no_steps(agent_state, buf, norm, key):
-        shapes = jax.eval_shape(gradient_steps, agent_state, buf, norm, key)[1]
+    def no_steps(agent_state, buf, norm, key, hp):
+        shapes = jax.eval_shape(gradient_steps, agent_state, buf, norm, key, hp)[1]
         return agent_state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def iteration(carry, _):
         state, it, learn_from = carry
+        hp = hp_of(state)
         key, k_act, k_env, k_update = jax.random.split(state.key, 4)
         action = jax.lax.cond(
             it < config.warmup_iterations,
             lambda: agent.random_action(k_act, task_ids),
-            lambda: agent.explore(state.agent, _flat(state.obs), _flat(task_ids), k_act, it)
+            lambda: agent.explore(state.agent, _flat(state.obs), _flat(task_ids), k_act, it, hp)
             .reshape(task_ids.shape + agent.action_shape),
         )
         env_state, step = env.step(state.env, action, k_env)
         buf = buffer.add(state.buffer, Transition(
             obs=state.obs, action=action, reward=step.reward, terminated=step.terminated,
             truncated=step.truncated, next_obs=step.next_obs))
-        norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, config.gamma)
+        norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, hp["gamma"])
         agent_state, metrics = jax.lax.cond(it < learn_from, no_steps, gradient_steps,
-                                            state.agent, buf, norm, k_update)
-        new = TrainState(agent_state, buf, norm, env_state, step.obs, key, state.eval_key)
+                                            state.agent, buf, norm, k_update, hp)
+        new = state._replace(agent=agent_state, buffer=buf, norm=norm, env=env_state, obs=step.obs, key=key)
         return (new, it + 1, learn_from), metrics
 
     def chunk(state: TrainState, it, learn_from=None):
@@ -110,13 +121,17 @@ def make_train(config, env, eval_env, agent) -> Trainer:
     eval_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None],
                                 (num_tasks, eval_env.num_envs))
 
-    def evaluate(agent_state, key):
-        k_reset, k_steps = jax.random.split(key)
+    def evaluate(state: TrainState, iteration):
+        """Mean return per task `[T]` of the deterministic policy, `eval_episodes` per task, on
+        environments seeded by `fold_in(eval_key, iteration)`. Reads `state.agent`,
+        `state.eval_key` and `state.hparams` only."""
+        agent_state, hp = state.agent, hp_of(state)
+        k_reset, k_steps = jax.random.split(jax.random.fold_in(state.eval_key, iteration))
         env_state, obs = eval_env.reset(k_reset)
 
         def body(carry, k):
             env_state, obs, ret, active = carry
-            action = agent.greedy(agent_state, _flat(obs), _flat(eval_ids))
+            action = agent.greedy(agent_state, _flat(obs), _flat(eval_ids), hp)
             env_state, step = eval_env.step(env_state, action.reshape(eval_ids.shape + agent.action_shape), k)
             ret = ret + jnp.where(active, step.reward, 0.0)
             active = active & ~(step.terminated | step.truncated)
@@ -126,7 +141,7 @@ def make_train(config, env, eval_env, agent) -> Trainer:
         (_, _, ret, _), _ = jax.lax.scan(body, init_carry, jax.random.split(k_steps, eval_env.episode_length))
         return jnp.mean(ret, axis=-1)
 
-    def train(key):
+    def train(key, hparams):
         """The whole run, host-free: returns the final state and `[evals, T]` eval returns."""
         num_evals = config.total_iterations // config.eval_every
         chunks_per_eval = config.eval_every // config.chunk
@@ -135,10 +150,10 @@ def make_train(config, env, eval_env, agent) -> Trainer:
             state, it = carry
             state, it = jax.lax.fori_loop(
                 0, chunks_per_eval, lambda _, c: (chunk(c[0], c[1])[0], c[1] + config.chunk), (state, it))
-            returns = evaluate(state.agent, jax.random.fold_in(state.eval_key, it))
-            return (state, it), returns
+            return (state, it), evaluate(state, it)
 
-        (state, _), returns = jax.lax.scan(one_eval_period, (init(key), jnp.int32(0)), None, length=num_evals)
+        state = init(key, hparams)
+        (state, _), returns = jax.lax.scan(one_eval_period, (state, jnp.int32(0)), None, length=num_evals)
         return state, returns
 
     return Trainer(init=init, chunk=chunk, evaluate=evaluate, train=train)

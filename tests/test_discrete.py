@@ -15,20 +15,26 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_minatar  # noqa: E402
+from purejaxbrc import kinds  # noqa: E402
 from purejaxbrc.buffer import Transition  # noqa: E402
-from purejaxbrc.dqn import DQNAgent  # noqa: E402
-from purejaxbrc.dqn_config import DQNConfig  # noqa: E402
+from purejaxbrc.config import Experiment, RunConfig  # noqa: E402
+from purejaxbrc.dqn import DQNAgent, DQNConfig, linear_epsilon  # noqa: E402
 from purejaxbrc.envs.gymnax import GymnaxTaskSet, resolve_tasks  # noqa: E402
-from purejaxbrc.run import seed_keys  # noqa: E402
+from purejaxbrc.run import Program, make_population  # noqa: E402
+from purejaxbrc.sweep import hyperparameters  # noqa: E402
 from purejaxbrc.train import make_train  # noqa: E402
 
 V_MAX, ATOMS, GAMMA = 10.0, 11, 0.9
 
 
 def tiny_agent(obs_shape, action_counts, **kw):
-    kw = dict(num_tasks=len(action_counts), width=8, depth=1, conv_channels=(3,), num_atoms=ATOMS,
-              v_max=V_MAX, embed_dim=4, gamma=GAMMA, **kw)
-    return DQNAgent(obs_shape=obs_shape, action_counts=action_counts, **kw)
+    config = DQNConfig(critic_width=8, critic_depth=1, conv_channels=(3,), num_atoms=ATOMS,
+                       v_max=V_MAX, embed_dim=4, gamma=GAMMA, **kw)
+    return DQNAgent(config, obs_shape=obs_shape, action_counts=action_counts, num_tasks=len(action_counts))
+
+
+def hp(agent):
+    return hyperparameters(agent.config, {})
 
 
 def with_head_bias(net, actions, num_atoms):
@@ -146,14 +152,14 @@ def test_terminated_vs_truncated_bootstrapping():
     # The agent: a terminated step puts all target mass on r; a truncated one bootstraps from
     # gymnax's final observation (the adapter's next_obs), not from the new episode's first one.
     agent = tiny_agent(cart.obs_shape, cart.action_counts)
-    state = agent.init(jax.random.PRNGKey(0))
+    state = agent.init(jax.random.PRNGKey(0), hp(agent))
     n, tids, reward = cart.num_envs, jnp.zeros(cart.num_envs, jnp.int32), jnp.full(cart.num_envs, 0.5)
 
     def target(terminated, next_obs):
         batch = Transition(obs=steps[-2].obs[0], action=jnp.zeros(n, jnp.int32), reward=reward,
                            terminated=jnp.full(n, terminated), truncated=jnp.full(n, not terminated),
                            next_obs=next_obs)
-        got = agent.target_distribution(state, batch, tids, reward)
+        got = agent.target_distribution(state, batch, tids, reward, hp(agent))
         np.testing.assert_allclose(got, reference_target(state, agent, batch, tids, reward),
                                    rtol=1e-5, atol=1e-6)
         return np.asarray(got)
@@ -169,14 +175,14 @@ def test_terminated_vs_truncated_bootstrapping():
 def test_masking_never_picks_a_padded_action():
     counts = (2, 5, 3)
     agent = tiny_agent((6, 6, 2), counts)
-    state = agent.init(jax.random.PRNGKey(0))
+    state = agent.init(jax.random.PRNGKey(0), hp(agent))
     state = state._replace(net=with_head_bias(state.net, [2, 3, 4], ATOMS))  # padded look best
     n = 200
     tids = jnp.repeat(jnp.arange(3, dtype=jnp.int32), n)
     obs = jax.random.uniform(jax.random.PRNGKey(1), (3 * n, 6, 6, 2))
     limit = np.asarray(counts)[np.asarray(tids)]
 
-    greedy = np.asarray(jax.jit(agent.greedy)(state, obs, tids))
+    greedy = np.asarray(jax.jit(agent.greedy)(state, obs, tids, hp(agent)))
     assert (greedy < limit).all()
     # The favoured actions win wherever they exist: all of 2-4 in task 1, only 2 in task 2.
     assert set(greedy[tids == 1]) <= {2, 3, 4} and (greedy[tids == 2] == 2).all()
@@ -189,17 +195,18 @@ def test_masking_never_picks_a_padded_action():
 
     explore = jax.jit(agent.explore)
     for it in (0, 10_000_000):  # epsilon 1 (all random) and epsilon at its floor
-        act = np.asarray(explore(state, obs, tids, jax.random.PRNGKey(3), it))
+        act = np.asarray(explore(state, obs, tids, jax.random.PRNGKey(3), it, hp(agent)))
         assert (act < limit).all()
-    assert float(agent.epsilon(0)) == 1.0 and float(agent.epsilon(10 ** 7)) == pytest.approx(0.05)
-    assert float(agent.epsilon(agent.eps_decay // 2)) == pytest.approx(0.525)
+    assert float(linear_epsilon(0, 1.0, 0.05, 10_000)) == 1.0
+    assert float(linear_epsilon(10 ** 7, 1.0, 0.05, 10_000)) == pytest.approx(0.05)
+    assert float(linear_epsilon(5_000, 1.0, 0.05, 10_000)) == pytest.approx(0.525)
 
 
 def test_double_q_target_and_loss_match_numpy():
     counts = (2, 3)
     agent = tiny_agent((5, 5, 2), counts)
-    state = agent.init(jax.random.PRNGKey(0))
-    other = agent.init(jax.random.PRNGKey(1)).net
+    state = agent.init(jax.random.PRNGKey(0), hp(agent))
+    other = agent.init(jax.random.PRNGKey(1), hp(agent)).net
     # A different target network (so double Q differs from plain Q), and an online network that
     # rates task 0's padded action 2 highest (so the mask matters).
     state = state._replace(net=with_head_bias(state.net, [2], ATOMS), target_net=other)
@@ -216,16 +223,16 @@ def test_double_q_target_and_loss_match_numpy():
     scale = jnp.array([0.7, 2.0])
     reward = batch.reward * scale[tids]
     expected = reference_target(state, agent, batch, tids, np.asarray(reward))
-    got = jax.jit(agent.target_distribution)(state, batch, tids, reward)
+    got = jax.jit(agent.target_distribution)(state, batch, tids, reward, hp(agent))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(got).sum(-1), 1.0, rtol=1e-5)
 
-    new, metrics = jax.jit(agent.update)(state, batch, tids, scale, jax.random.PRNGKey(3))
+    new, metrics = jax.jit(agent.update)(state, batch, tids, scale, jax.random.PRNGKey(3), hp(agent))
     logits = np.asarray(state.net(batch.obs, tids), np.float64)[np.arange(b), np.asarray(batch.action)]
     log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
         - logits.max(-1, keepdims=True)
     np.testing.assert_allclose(metrics["critic_loss"], np.mean(-(expected * log_p).sum(-1)), rtol=1e-5)
-    assert float(agent.reward_allowance(state)) == 0.0
+    assert float(agent.reward_allowance(state, hp(agent))) == 0.0
     # Polyak: the new target is tau of the way from the old target to the new online network.
     for t_new, t_old, o_new in zip(jax.tree.leaves(new.target_net), jax.tree.leaves(other),
                                    jax.tree.leaves(new.net)):
@@ -233,49 +240,50 @@ def test_double_q_target_and_loss_match_numpy():
 
 
 # -- the training program and the script ---------------------------------------------------------
-TINY = DQNConfig(tasks="Breakout-MinAtar", num_envs=4, total_iterations=40, warmup_iterations=20,
-                 eval_every=20, eval_episodes=2, critic_width=16, critic_depth=1, num_atoms=11,
-                 embed_dim=4, batch_size=16, utd=2, chunk_iterations=10, eps_decay=30,
-                 conv_channels=(4,), run_dir="unused")
+TINY = Experiment(
+    RunConfig(tasks="Breakout-MinAtar", num_envs=4, total_iterations=40, warmup_iterations=20,
+              eval_every=20, eval_episodes=2, batch_size=16, utd=2, chunk_iterations=10, run_dir="unused"),
+    DQNConfig(critic_width=16, critic_depth=1, num_atoms=11, embed_dim=4, eps_decay=30, conv_channels=(4,)))
 
 
-def test_vmap_over_seeds_equals_separate_runs():
-    cfg = dataclasses.replace(TINY, tasks="Breakout-MinAtar,Asterix-MinAtar")
-    _, names = brc_minatar.prepare(dataclasses.replace(cfg, run_dir="/nonexistent/unused"))
-    trainer = make_train(cfg, *brc_minatar.build(cfg, names))
+def test_population_equals_separate_runs():
+    """Two seeds in one vmapped program equal each seed run alone (the one-member program)."""
+    exp = TINY.replace(tasks="Breakout-MinAtar,Asterix-MinAtar", run_dir="/nonexistent/unused")
+    exp, names, _ = kinds.prepare("minatar", exp)
+    trainer = make_train(exp.run, *kinds.build_minatar(exp, names))
 
-    def run_chunks(keys, vmapped):
-        init = jax.vmap(trainer.init) if vmapped else trainer.init
-        chunk = jax.vmap(trainer.chunk, in_axes=(0, None)) if vmapped else trainer.chunk
-        state, chunk = jax.jit(init)(keys), jax.jit(chunk)
+    def run_chunks(num_seeds, seed):
+        program = Program(trainer, make_population(dataclasses.replace(exp.run, num_seeds=num_seeds, seed=seed)))
+        state = program.fresh_state()
+        chunk = program.compile_chunk(state, 0, 20)
         for it in range(0, 40, 10):  # two warm-up chunks, two learning chunks
-            state, metrics = chunk(state, jnp.int32(it))
+            state, metrics, _ = chunk(state, jnp.int32(it), jnp.int32(20))
         return state, metrics
 
-    keys = seed_keys(5, 2)
-    both, metrics = run_chunks(keys, True)
+    both, metrics = run_chunks(2, 5)
     assert np.all(np.asarray(metrics["critic_loss"]) > 0)  # learning chunks ran
     for i in range(2):
-        single, _ = run_chunks(keys[i], False)
-        for x, y in zip(jax.tree.leaves(jax.tree.map(lambda v: v[i], both)), jax.tree.leaves(single)):
-            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+        single, _ = run_chunks(1, 5 + i)
+        for x, y in zip(jax.tree.leaves(both), jax.tree.leaves(single)):
+            np.testing.assert_allclose(x[i], y[0], rtol=1e-6, atol=1e-6)
 
 
 def test_script_smoke_run_writes_metrics_and_summary(tmp_path):
     run_dir = tmp_path / "run"
-    summary, _ = brc_minatar.main(dataclasses.replace(TINY, run_dir=str(run_dir)))
+    summary, _ = brc_minatar.main(TINY.replace(run_dir=str(run_dir)))
     rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2  # evaluations x seeds x tasks
-    assert {"iteration", "env_steps", "seed", "task", "eval_return", "wall_s", "critic_loss",
-            "q_mean"} <= set(rows[0])
+    assert {"iteration", "env_steps", "seed", "variant", "hparams", "task", "eval_return", "wall_s",
+            "critic_loss", "q_mean"} <= set(rows[0])
     assert [r["env_steps"] for r in rows] == [20 * 4, 40 * 4]  # iterations x envs per task
     assert all(r["task"] == "Breakout-MinAtar" and np.isfinite(r["eval_return"]) for r in rows)
     stored = json.loads((run_dir / "summary.json").read_text())
-    assert {"iteration", "env_steps", "seeds", "final_eval_return", "mean_eval_return", "wall_s",
-            "compile_s"} <= set(stored)
+    assert {"iteration", "env_steps", "seeds", "final_eval_return", "mean_eval_return", "variants",
+            "wall_s", "compile_s"} <= set(stored)
     assert set(stored["final_eval_return"]) == {"Breakout-MinAtar"} and stored == summary
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["eps_decay"] == 30 and config["conv_channels"] == [4] and "actor_width" not in config
+    assert config["agent"]["eps_decay"] == 30 and config["agent"]["conv_channels"] == [4]
+    assert "actor_width" not in config["agent"] and config["variants"] == [{}]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -285,9 +293,10 @@ def test_script_smoke_run_writes_metrics_and_summary(tmp_path):
     (dict(conv_channels=(16, 0)), "--conv-channels must all be > 0"),
     (dict(tasks="Breakout"), "unknown task 'Breakout'"),
     (dict(tasks="Pendulum-v1"), "only discrete actions"),
+    (dict(episode_length=500), "--episode-length applies to MJX tasks"),
 ])
 def test_bad_config_exits_2_before_compiling(tmp_path, capsys, change, message):
-    cfg = dataclasses.replace(TINY, run_dir=str(tmp_path / "r"), **change)
+    cfg = TINY.replace(run_dir=str(tmp_path / "r"), **change)
     with pytest.raises(SystemExit) as e:
         brc_minatar.main(cfg)
     assert e.value.code == 2

@@ -1,7 +1,6 @@
 """The run harness: checkpoints and resume, evaluation from a checkpoint, the non-finite guard,
 the memory estimate and bad input around --resume. Tiny DQN runs on gymnax CartPole-v1."""
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -19,24 +18,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_minatar  # noqa: E402
-from purejaxbrc import evaluate  # noqa: E402
+from purejaxbrc import evaluate, kinds  # noqa: E402
 from purejaxbrc.checkpoint import Checkpoints  # noqa: E402
-from purejaxbrc.config import ConfigError  # noqa: E402
-from purejaxbrc.dqn_config import DQNConfig  # noqa: E402
-from purejaxbrc.run import RunStopped, check_memory, non_finite, run, seed_keys, vmapped_init  # noqa: E402
+from purejaxbrc.config import ConfigError, Experiment, RunConfig  # noqa: E402
+from purejaxbrc.dqn import DQNConfig  # noqa: E402
+from purejaxbrc.run import Program, RunStopped, check_memory, make_population, non_finite, run  # noqa: E402
 from purejaxbrc.train import make_train  # noqa: E402
 
-TINY = DQNConfig(tasks="CartPole-v1", num_seeds=2, num_envs=4, total_iterations=60,
-                 warmup_iterations=20, eval_every=20, eval_episodes=2, critic_width=16,
-                 critic_depth=1, num_atoms=11, embed_dim=4, batch_size=16, utd=2,
-                 chunk_iterations=10, eps_decay=30, checkpoint_every=10, keep_checkpoints=10,
-                 run_dir="unused")
+TINY = Experiment(
+    RunConfig(tasks="CartPole-v1", num_seeds=2, num_envs=4, total_iterations=60, warmup_iterations=20,
+              eval_every=20, eval_episodes=2, batch_size=16, utd=2, chunk_iterations=10,
+              checkpoint_every=10, keep_checkpoints=10, run_dir="unused"),
+    DQNConfig(critic_width=16, critic_depth=1, num_atoms=11, embed_dim=4, eps_decay=30))
 WALL_CLOCK = ("wall_s", "compile_s")  # the only fields a resumed run may change
 
 
 def build(cfg):
-    _, names = brc_minatar.prepare(cfg)
-    return brc_minatar.build(cfg, names)
+    """`(experiment, env, eval_env, agent)` of a checked experiment."""
+    exp, names, _ = kinds.prepare("minatar", cfg)
+    return (exp,) + kinds.build_minatar(exp, names)
 
 
 def rows(run_dir):
@@ -70,7 +70,7 @@ def error_lines(capsys):
 def reference(tmp_path_factory):
     """An uninterrupted run with a checkpoint every chunk: `(run_dir, final state)`."""
     run_dir = tmp_path_factory.mktemp("ref") / "run"
-    _, state = brc_minatar.main(dataclasses.replace(TINY, run_dir=str(run_dir)))
+    _, state = brc_minatar.main(TINY.replace(run_dir=str(run_dir)))
     return run_dir, state
 
 
@@ -93,7 +93,7 @@ def test_corrupt_latest_checkpoint_falls_back(reference, tmp_path, capsys):
         f.write_bytes(f.read_bytes()[:20])  # half-written files
     (run_dir / "checkpoints" / "70.orbax-checkpoint-tmp-1").mkdir()  # a save killed midway
 
-    _, state = brc_minatar.main(dataclasses.replace(TINY, run_dir=str(run_dir), resume=True))
+    _, state = brc_minatar.main(TINY.replace(run_dir=str(run_dir), resume=True))
     err = capsys.readouterr().err
     assert "warning: checkpoint 60 is corrupt or incomplete" in err
     assert "warning: fell back to checkpoint 50" in err
@@ -111,33 +111,33 @@ def stop_at(iteration: int, signum):
 
 
 def test_sigterm_checkpoints_and_resume_is_bit_exact(reference, tmp_path, capsys):
-    cfg = dataclasses.replace(TINY, run_dir=str(tmp_path / "run"))
+    cfg = TINY.replace(run_dir=str(tmp_path / "run"))
     with pytest.raises(RunStopped) as stopped:  # SIGTERM during the chunk ending at 40
-        run(cfg, *build(cfg), log=stop_at(40, signal.SIGTERM), kind="minatar")
+        run(*build(cfg), log=stop_at(40, signal.SIGTERM), kind="minatar")
     assert stopped.value.code == 143 and "stopped at iteration 40" in str(stopped.value)
-    assert Checkpoints(cfg.run_dir).steps()[-1] == 40 and not (tmp_path / "run" / "summary.json").exists()
+    assert Checkpoints(cfg.run.run_dir).steps()[-1] == 40 and not (tmp_path / "run" / "summary.json").exists()
     # As if killed: the checkpoint of iteration 40 never got written, its rows did.
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "40")
 
-    _, state = brc_minatar.main(dataclasses.replace(cfg, resume=True))
+    _, state = brc_minatar.main(cfg.replace(resume=True))
     assert_same_state(state, reference[1])
-    assert rows(cfg.run_dir) == rows(reference[0])  # rows of iteration 40 were dropped, then redone
-    assert summary(cfg.run_dir) == summary(reference[0])
+    assert rows(cfg.run.run_dir) == rows(reference[0])  # rows of iteration 40 were dropped, then redone
+    assert summary(cfg.run.run_dir) == summary(reference[0])
     assert "resuming from checkpoint 30" in capsys.readouterr().out
 
 
 def test_resume_without_buffers_refills_them_first(tmp_path, capsys):
-    cfg = dataclasses.replace(TINY, buffer_checkpoint=False, run_dir=str(tmp_path / "run"))
+    cfg = TINY.replace(buffer_checkpoint=False, run_dir=str(tmp_path / "run"))
     with pytest.raises(RunStopped) as stopped:
-        run(cfg, *build(cfg), log=stop_at(20, signal.SIGINT), kind="minatar")
+        run(*build(cfg), log=stop_at(20, signal.SIGINT), kind="minatar")
     assert stopped.value.code == 130
-    assert not (Path(cfg.run_dir) / "checkpoints" / "20" / "buffer").exists()
+    assert not (Path(cfg.run.run_dir) / "checkpoints" / "20" / "buffer").exists()
     capsys.readouterr()
-    _, state = brc_minatar.main(dataclasses.replace(cfg, resume=True))
+    _, state = brc_minatar.main(cfg.replace(resume=True))
     err = capsys.readouterr().err
     assert "learning pauses until iteration 40" in err and "this resume is not bit-exact" in err
-    assert np.all(np.asarray(state.buffer.size) == 40 * TINY.num_envs)  # filled since 20
-    assert [r["iteration"] for r in rows(cfg.run_dir)] == [20, 20, 40, 40, 60, 60]
+    assert np.all(np.asarray(state.buffer.size) == 40 * TINY.run.num_envs)  # filled since 20
+    assert [r["iteration"] for r in rows(cfg.run.run_dir)] == [20, 20, 40, 40, 60, 60]
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -164,8 +164,8 @@ def test_evaluate_bad_input(reference, capsys, args, message):
 
 # -- guards ---------------------------------------------------------------------------------------
 def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tmp_path, capsys):
-    cfg = dataclasses.replace(TINY, run_dir=str(tmp_path / "run"))
-    env, eval_env, agent = build(cfg)
+    cfg = TINY.replace(run_dir=str(tmp_path / "run"))
+    exp, env, eval_env, agent = build(cfg)
     update = agent.update
 
     def poisoned(*args):  # NaN losses from the first gradient step on (iteration 20)
@@ -173,23 +173,23 @@ def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tmp_path
         return state, dict(metrics, critic_loss=metrics["critic_loss"] * jnp.nan)
     agent.update = poisoned
     with pytest.raises(RunStopped) as stopped:
-        run(cfg, env, eval_env, agent, kind="minatar")
+        run(exp, env, eval_env, agent, kind="minatar")
     assert stopped.value.code == 3
-    assert "non-finite critic_loss (seed 0, 1) at iteration 30" in str(stopped.value)
+    assert "non-finite critic_loss (seed 0, seed 1) at iteration 30" in str(stopped.value)
     assert "last good checkpoint (iteration 20)" in str(stopped.value)
-    assert Checkpoints(cfg.run_dir).steps() == [10, 20]
+    assert Checkpoints(cfg.run.run_dir).steps() == [10, 20]
 
 
 def test_non_finite_parameters_are_named():
     metrics = {"critic_loss": np.array([1.0, 2.0])}
     flags = {"net": np.array([True, True]), "target_net": np.array([True, False])}
-    assert non_finite(metrics, flags, [0, 1]) == "parameters in target_net (seed 1)"
-    assert non_finite(metrics, {"net": np.array([True, True])}, [0, 1]) is None
+    labels = ["seed 0", "seed 1, lr=0.001"]
+    assert non_finite(metrics, flags, labels) == "parameters in target_net (seed 1, lr=0.001)"
+    assert non_finite(metrics, {"net": np.array([True, True])}, labels) is None
 
 
 def test_oversized_run_is_refused_before_allocating(tmp_path, capsys):
-    cfg = dataclasses.replace(TINY, total_iterations=10**9, buffer_capacity=10**9,
-                              run_dir=str(tmp_path / "run"))
+    cfg = TINY.replace(total_iterations=10**9, buffer_capacity=10**9, run_dir=str(tmp_path / "run"))
     with pytest.raises(SystemExit) as e:
         brc_minatar.main(cfg)
     lines = error_lines(capsys)
@@ -199,8 +199,8 @@ def test_oversized_run_is_refused_before_allocating(tmp_path, capsys):
 
 
 def test_memory_estimate_counts_buffers():
-    trainer = make_train(TINY, *build(dataclasses.replace(TINY, run_dir="/nonexistent")))
-    abstract = jax.eval_shape(vmapped_init(trainer), seed_keys(0, 2))
+    exp, *envs_agent = build(TINY.replace(run_dir="/nonexistent"))
+    abstract = Program(make_train(exp.run, *envs_agent), make_population(exp.run)).abstract_state()
     check_memory(abstract, limit=(10**9, "test"))
     with pytest.raises(ConfigError, match=r"more than the 0.00 GiB of test"):
         check_memory(abstract, limit=(1000, "test"))
@@ -209,7 +209,7 @@ def test_memory_estimate_counts_buffers():
 # -- bad input around --resume --------------------------------------------------------------------
 def resume_error(cfg, capsys):
     with pytest.raises(SystemExit) as e:
-        brc_minatar.main(dataclasses.replace(cfg, resume=True))
+        brc_minatar.main(cfg.replace(resume=True))
     lines = error_lines(capsys)
     assert e.value.code == 2 and len(lines) == 1, lines
     return lines[0]
@@ -217,7 +217,7 @@ def resume_error(cfg, capsys):
 
 def test_resume_with_contradicting_flags_names_them(reference, capsys):
     before = tree_digest(reference[0])
-    line = resume_error(dataclasses.replace(TINY, run_dir=str(reference[0]), seed=1, lr=1e-3), capsys)
+    line = resume_error(TINY.replace(run_dir=str(reference[0]), seed=1, lr=1e-3), capsys)
     assert "flags contradict the run stored in" in line
     assert "lr (stored 0.0003, given 0.001)" in line and "seed (stored 0, given 1)" in line
     assert tree_digest(reference[0]) == before
@@ -226,23 +226,23 @@ def test_resume_with_contradicting_flags_names_them(reference, capsys):
 def test_resume_from_a_checkpoint_of_another_config(reference, tmp_path, capsys):
     run_dir = copy_run(reference, tmp_path, keep_until=60)
     stored = json.loads((run_dir / "config.json").read_text())
-    (run_dir / "config.json").write_text(json.dumps(dict(stored, gamma=0.9)))
+    (run_dir / "config.json").write_text(json.dumps(dict(stored, agent=dict(stored["agent"], gamma=0.9))))
     before = tree_digest(run_dir)
-    line = resume_error(dataclasses.replace(TINY, run_dir=str(run_dir), gamma=0.9), capsys)
+    line = resume_error(TINY.replace(run_dir=str(run_dir), gamma=0.9), capsys)
     assert "checkpoint 60" in line and "different config (differs in: gamma (stored 0.99, given 0.9))" in line
     assert tree_digest(run_dir) == before
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):
-    assert "holds no run to resume" in resume_error(dataclasses.replace(TINY, run_dir=str(tmp_path / "none")), capsys)
+    assert "holds no run to resume" in resume_error(TINY.replace(run_dir=str(tmp_path / "none")), capsys)
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.replace(TINY, run_dir=str(run_dir)).to_dict()))
-    assert "has no checkpoint to resume from" in resume_error(dataclasses.replace(TINY, run_dir=str(run_dir)), capsys)
+    (run_dir / "config.json").write_text(json.dumps(TINY.replace(run_dir=str(run_dir)).to_dict()))
+    assert "has no checkpoint to resume from" in resume_error(TINY.replace(run_dir=str(run_dir)), capsys)
 
 
 def test_checkpoint_every_must_be_a_multiple_of_the_chunk(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        brc_minatar.main(dataclasses.replace(TINY, checkpoint_every=15, run_dir=str(tmp_path / "r")))
+        brc_minatar.main(TINY.replace(checkpoint_every=15, run_dir=str(tmp_path / "r")))
     lines = error_lines(capsys)
     assert e.value.code == 2 and "--checkpoint-every (15) must be a multiple of the chunk (10" in lines[0]

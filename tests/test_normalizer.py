@@ -90,4 +90,5 @@ def test_termination_does_not_bootstrap():
 
 
 def test_entropy_allowance_formula():
-    np.testing.assert_allclose(normalizer.entropy_allowance(0.1, 6, 0.99), 0.1 * 6 / (4 * 0.01))
+    # BRC.md: alpha * A_max / (4 (1 - gamma)) at the target entropy -A_max / 2
+    np.testing.assert_allclose(normalizer.entropy_allowance(0.1, -6 / 2, 0.99), 0.1 * 6 / (4 * 0.01))

@@ -4,12 +4,17 @@ import numpy as np
 
 from purejaxbrc import categorical
 from purejaxbrc.buffer import Transition
-from purejaxbrc.sac import SACAgent
+from purejaxbrc.sac import SACAgent, SACConfig
+from purejaxbrc.sweep import hyperparameters
 
 
 def tiny_agent(**kw):
-    return SACAgent(obs_size=3, action_size=2, num_tasks=2, critic_width=16, critic_depth=1,
-                    actor_width=16, num_atoms=11, v_max=5.0, **kw)
+    config = SACConfig(critic_width=16, critic_depth=1, actor_width=16, num_atoms=11, v_max=5.0, **kw)
+    return SACAgent(config, obs_size=3, action_size=2, num_tasks=2)
+
+
+def hp(agent):
+    return hyperparameters(agent.config, {})
 
 
 def batch(terminated, truncated):
@@ -21,25 +26,26 @@ def batch(terminated, truncated):
 
 def test_termination_does_not_bootstrap_truncation_does():
     agent = tiny_agent()
-    state = agent.init(jax.random.PRNGKey(0))
+    state = agent.init(jax.random.PRNGKey(0), hp(agent))
     b = batch([True, False], [False, True])
-    target = agent.critic_target(state, b, jnp.array([0, 1]), b.reward, jax.random.PRNGKey(1))
+    target = agent.critic_target(state, b, jnp.array([0, 1]), b.reward, jax.random.PRNGKey(1), hp(agent))
     # terminated: all mass at the reward (1.0 is an atom of linspace(-5, 5, 11))
     np.testing.assert_allclose(target[0], jax.nn.one_hot(6, 11), atol=1e-6)
     # truncated: the bootstrapped distribution, recomputed by hand
     alpha = jnp.exp(state.log_alpha)
     a, logp = state.actor.sample(agent._actor_input(state.critic, b.next_obs, jnp.array([0, 1])), jax.random.PRNGKey(1))
     probs = jnp.mean(jax.nn.softmax(state.target_critic(b.next_obs, a, jnp.array([0, 1])), -1), 0)
-    shifted = 1.0 + 0.99 * (agent.atoms - alpha * logp[1])
+    shifted = 1.0 + 0.99 * (categorical.support(11, 5.0) - alpha * logp[1])
     np.testing.assert_allclose(target[1], categorical.project(shifted, probs[1], 11, 5.0), atol=1e-6)
     assert float(jnp.abs(target[1] - target[0]).sum()) > 0.1
 
 
 def test_update_moves_online_critic_and_target_by_polyak():
     agent = tiny_agent(tau=0.5)
-    state = agent.init(jax.random.PRNGKey(0))
+    state = agent.init(jax.random.PRNGKey(0), hp(agent))
     b = batch([False] * 4, [False] * 4)
-    new, metrics = agent.update(state, b, jnp.array([0, 1, 0, 1]), jnp.array([1.0, 1.0]), jax.random.PRNGKey(2))
+    new, metrics = agent.update(state, b, jnp.array([0, 1, 0, 1]), jnp.array([1.0, 1.0]), jax.random.PRNGKey(2),
+                                hp(agent))
     w_old = state.critic.heads.kernel
     w_new, w_tgt = new.critic.heads.kernel, new.target_critic.heads.kernel
     np.testing.assert_allclose(w_tgt, 0.5 * w_new + 0.5 * w_old, rtol=1e-6, atol=1e-7)
@@ -50,7 +56,7 @@ def test_update_moves_online_critic_and_target_by_polyak():
 
 def test_actor_does_not_train_the_embedding():
     agent = tiny_agent()
-    state = agent.init(jax.random.PRNGKey(0))
+    state = agent.init(jax.random.PRNGKey(0), hp(agent))
     x = jnp.ones((2, 3))
     grads = jax.grad(lambda c: jnp.sum(agent._actor_input(c, x, jnp.array([0, 1]))))(state.critic)
     assert float(jnp.abs(grads.embedding.table).sum()) == 0.0

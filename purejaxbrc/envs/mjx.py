@@ -189,16 +189,18 @@ class MJXTaskSet:
     # -- the functional API ------------------------------------------------------------------
     def reset(self, key):
         """Fresh episodes for every environment (and a full pool of initial states)."""
-        k_env, k_pool = jax.random.split(key)
-        keys = jax.random.split(k_env, (self.num_tasks, self.num_envs))
-        groups = tuple(self._reset_group(g, keys[jnp.array(g)]) for g in self.groups)
+        # One batch of 1 + pool_size draws per environment: each task's reset is traced (and
+        # compiled) once, which matters for 25 tasks.
+        draws = self._draw(key, 1 + self.pool_size)
+        groups = tuple(jax.tree.map(lambda x: x[:, 0], d) for d in draws)
+        pool = tuple(jax.tree.map(lambda x: x[:, 1:], d) for d in draws) if self.pool_size else ()
         obs = self._to_task_order([self._group_obs(g, s) for g, s in zip(self.groups, groups)])
         zeros = jnp.zeros((self.num_tasks, self.num_envs), jnp.int32)
-        pool = self._draw_pool(k_pool) if self.pool_size else ()
         return MJXEnvState(groups, zeros, pool, zeros), obs
 
-    def _draw_pool(self, key):
-        keys = jax.random.split(key, (self.num_tasks, self.pool_size, self.num_envs))
+    def _draw(self, key, n: int):
+        """`n` initial states per environment: per group, States [G, n, E, ...]."""
+        keys = jax.random.split(key, (self.num_tasks, n, self.num_envs))
         return tuple(self._reset_group(g, keys[jnp.array(g)]) for g in self.groups)
 
     def refill(self, state: MJXEnvState, key) -> MJXEnvState:
@@ -209,7 +211,7 @@ class MJXTaskSet:
             return state
 
         def redraw(state):
-            fresh = self._draw_pool(key)
+            fresh = self._draw(key, self.pool_size)
             pool = []
             for g, old, new in zip(self.groups, state.pool, fresh):
                 used = state.used[jnp.array(g)]  # [G, E]
