@@ -133,17 +133,19 @@ class Experiment:
             agent=dataclasses.replace(self.agent, **{k: v for k, v in changes.items() if k in agent_names}))
 
     def to_dict(self, variants=None) -> dict:
-        """config.json: `{"run": ..., "agent": ..., "variants": [...]}`; `variants` are the
-        resolved sweep (a list of `{name: value}`; `[{}]` without a sweep)."""
-        d = dict(run=dataclasses.asdict(self.run), agent=dataclasses.asdict(self.agent),
-                 variants=list(variants) if variants is not None else [{}])
+        """config.json: `{"run": ..., "agent": ..., "variants": [...]}` (and `"transfer"` for a
+        transfer run); `variants` are the resolved sweep (`[{}]` without a sweep)."""
+        d = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        d["variants"] = list(variants) if variants is not None else [{}]
         return json.loads(json.dumps(d))  # as config.json holds it: tuples become lists
 
 
 def from_dict(d: dict, agent_class) -> Experiment:
     """The Experiment stored as `to_dict()`; fields it lacks take their defaults."""
-    if set(d) - {"run", "agent", "variants", "source"} or not {"run", "agent"} <= set(d):
-        raise ConfigError(f"stored config has the parts {', '.join(sorted(d))}; expected run, agent, variants")
+    parts = {"run", "agent", "variants", "transfer"}
+    if set(d) - parts or not {"run", "agent"} <= set(d):
+        raise ConfigError(f"stored config has the parts {', '.join(sorted(d))}; expected run, agent, "
+                          f"variants (and transfer)")
 
     def build(cls, fields: dict):
         known = {f.name for f in dataclasses.fields(cls)}
@@ -151,7 +153,11 @@ def from_dict(d: dict, agent_class) -> Experiment:
         if unknown:
             raise ConfigError(f"stored config has fields {cls.__name__} does not know: {', '.join(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    return Experiment(run=build(RunConfig, d["run"]), agent=build(agent_class, d["agent"]))
+    run, agent = build(RunConfig, d["run"]), build(agent_class, d["agent"])
+    if "transfer" in d:
+        from purejaxbrc.transfer import TransferConfig, TransferExperiment
+        return TransferExperiment(run=run, agent=agent, transfer=build(TransferConfig, d["transfer"]))
+    return Experiment(run=run, agent=agent)
 
 
 def flat(d: dict) -> dict:

@@ -23,9 +23,11 @@ class CategoricalCritic(eqx.Module):
 
     def __init__(self, key, in_features: int, width: int, depth: int, num_atoms: int,
                  num_critics: int = 2, num_tasks: int = 1, embed_dim: int = 32,
-                 embed_norm: str = "l2"):
+                 embed_norm: str = "l2", embedding: bool | None = None):
+        """`embedding`: condition on a task embedding; default only with several tasks
+        (BRC.md: single-task runs use none; a transferred model keeps its own)."""
         k_net, k_head, k_emb = jax.random.split(key, 3)
-        use_embedding = num_tasks > 1  # single-task runs use no embedding (BRC.md)
+        use_embedding = num_tasks > 1 if embedding is None else embedding
         full_in = in_features + (embed_dim if use_embedding else 0)
         self.nets = jax.vmap(lambda k: BroNet(k, full_in, width, depth))(
             jax.random.split(k_net, num_critics))

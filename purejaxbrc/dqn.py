@@ -29,7 +29,7 @@ from purejaxbrc.bronet import BroNet, Dense
 from purejaxbrc.config import ConfigError, positive, require
 from purejaxbrc.embedding import TaskEmbedding
 from purejaxbrc.padding import valid_action_mask
-from purejaxbrc.sac import polyak
+from purejaxbrc.sac import masked, polyak
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class QNetwork(eqx.Module):
 
     def __init__(self, key, obs_shape, num_actions: int, num_atoms: int, width: int, depth: int,
                  conv_channels=(16,), num_tasks: int = 1, embed_dim: int = 32,
-                 embed_norm: str = "l2"):
+                 embed_norm: str = "l2", embedding: bool | None = None):
         k_conv, k_emb, k_torso, k_head = jax.random.split(key, 4)
         obs_shape = tuple(obs_shape)
         self.obs_rank = len(obs_shape)
@@ -119,7 +119,8 @@ class QNetwork(eqx.Module):
         else:
             self.convs = ()
             features = math.prod(obs_shape)
-        use_embedding = num_tasks > 1  # single-task runs use no embedding (BRC.md)
+        # Single-task runs use no embedding (BRC.md) unless asked to (a transferred model).
+        use_embedding = num_tasks > 1 if embedding is None else embedding
         self.embedding = TaskEmbedding(k_emb, num_tasks, embed_dim, embed_norm) if use_embedding else None
         self.torso = BroNet(k_torso, features + (embed_dim if use_embedding else 0), width, depth)
         self.head = Dense(k_head, width, num_actions * num_atoms)  # gain sqrt(2), as the critic's
@@ -152,13 +153,17 @@ def linear_epsilon(iteration, start: float, end: float, decay: int):
 
 
 class DQNAgent:
-    def __init__(self, config: DQNConfig, *, obs_shape, action_counts, num_tasks: int):
+    def __init__(self, config: DQNConfig, *, obs_shape, action_counts, num_tasks: int,
+                 num_actions: int | None = None, embedding: bool | None = None, trainable=None):
+        """`num_actions`: the head's action count (default the largest task's; a transferred
+        model keeps its own); `embedding`, `trainable`: as SACAgent's."""
         if len(action_counts) != num_tasks:
             raise ValueError(f"{len(action_counts)} action counts for {num_tasks} tasks")
         self.config = config
         self.obs_shape, self.num_tasks = tuple(obs_shape), num_tasks
         self.action_counts = tuple(int(a) for a in action_counts)
-        self.num_actions = max(self.action_counts)  # A_max
+        self.num_actions = num_actions or max(self.action_counts)  # A_max
+        self.embedding, self.trainable = embedding, trainable
         self.compute_dtype = None if config.critic_matmul_dtype == "float32" else jnp.dtype(config.critic_matmul_dtype)
 
     @staticmethod
@@ -169,7 +174,8 @@ class DQNAgent:
     def init(self, key, hp) -> DQNState:
         c = self.config
         net = QNetwork(key, self.obs_shape, self.num_actions, c.num_atoms, c.critic_width,
-                       c.critic_depth, c.conv_channels, self.num_tasks, c.embed_dim, c.embed_norm)
+                       c.critic_depth, c.conv_channels, self.num_tasks, c.embed_dim, c.embed_norm,
+                       self.embedding)
         return DQNState(net=net, target_net=net, opt=self._opt(hp).init(net))
 
     # -- values and masks --------------------------------------------------------------------
@@ -234,8 +240,9 @@ class DQNAgent:
 
         (loss, taken), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.net)
         updates, opt = self._opt(hp).update(grads, state.opt, state.net)
-        net = optax.apply_updates(state.net, updates)
+        mask = self.trainable(state.net) if self.trainable else None
+        net = optax.apply_updates(state.net, masked(updates, mask))
         atoms = categorical.support(self.config.num_atoms, hp["v_max"])
         q = categorical.expectation(jax.nn.softmax(taken, axis=-1), atoms)
         metrics = {"critic_loss": loss, "q_mean": jnp.mean(q)}
-        return DQNState(net, polyak(net, state.target_net, hp["tau"]), opt), metrics
+        return DQNState(net, polyak(net, state.target_net, hp["tau"], mask), opt), metrics

@@ -13,17 +13,28 @@ from purejaxbrc import sweep
 from purejaxbrc.config import ConfigError, Experiment, RunConfig, validate_run, with_defaults
 
 
+def _transfer_options(experiment: Experiment, names) -> dict:
+    """A transfer run's networks keep the pretrained architecture: its task embedding (even for
+    one task) and, in the embedding mode, everything but the new tasks' rows frozen."""
+    t = getattr(experiment, "transfer", None)
+    if t is None:
+        return {}
+    from purejaxbrc import transfer
+    return dict(embedding=True, trainable=transfer.trainable_rows(t, names) if t.mode == "embedding" else None)
+
+
 def build_mjx(experiment: Experiment, names):
     """`(env, eval_env, agent)` of an MJX run."""
     from purejaxbrc.envs.mjx import MJXTaskSet, pool_size_for
     from purejaxbrc.sac import SACAgent
-    run = experiment.run
+    run, t = experiment.run, getattr(experiment, "transfer", None)
+    sizes = dict(obs_size=t.obs_shape[0], action_size=t.num_actions) if t else {}
     env = MJXTaskSet(names, run.num_envs, run.episode_length,
-                     pool_size=pool_size_for(run.chunk, run.episode_length))
+                     pool_size=pool_size_for(run.chunk, run.episode_length), **sizes)
     # Evaluation runs every episode to its end and stops: no auto-reset, no pool.
-    eval_env = MJXTaskSet(names, run.eval_episodes, run.episode_length, pool_size=0)
+    eval_env = MJXTaskSet(names, run.eval_episodes, run.episode_length, pool_size=0, **sizes)
     agent = SACAgent(experiment.agent, obs_size=env.obs_size, action_size=env.action_size,
-                     num_tasks=env.num_tasks)
+                     num_tasks=env.num_tasks, **_transfer_options(experiment, names))
     return env, eval_env, agent
 
 
@@ -31,11 +42,13 @@ def build_minatar(experiment: Experiment, names):
     """`(env, eval_env, agent)` of a gymnax run."""
     from purejaxbrc.dqn import DQNAgent
     from purejaxbrc.envs.gymnax import GymnaxTaskSet
-    run = experiment.run
-    env = GymnaxTaskSet(names, run.num_envs)
-    eval_env = GymnaxTaskSet(names, run.eval_episodes)
+    run, t = experiment.run, getattr(experiment, "transfer", None)
+    shape = dict(obs_shape=t.obs_shape) if t else {}
+    env = GymnaxTaskSet(names, run.num_envs, **shape)
+    eval_env = GymnaxTaskSet(names, run.eval_episodes, **shape)
     agent = DQNAgent(experiment.agent, obs_shape=env.obs_shape, action_counts=env.action_counts,
-                     num_tasks=env.num_tasks)
+                     num_tasks=env.num_tasks, num_actions=t.num_actions if t else None,
+                     **_transfer_options(experiment, names))
     return env, eval_env, agent
 
 
@@ -56,17 +69,19 @@ def _check_minatar(experiment: Experiment, names) -> None:
 def _mjx():
     from purejaxbrc.envs import mjx
     from purejaxbrc.sac import SACConfig
-    return SACConfig, mjx.resolve_tasks
+    return SACConfig, mjx.resolve_tasks, mjx.all_task_names
 
 
 def _minatar():
     from purejaxbrc.dqn import DQNConfig
     from purejaxbrc.envs import gymnax
-    return DQNConfig, gymnax.resolve_tasks
+    return DQNConfig, gymnax.resolve_tasks, gymnax.all_task_names
 
 
 class Kind(NamedTuple):
-    load: Callable[[], tuple]  # -> (agent config class, resolve_tasks(spec) -> names)
+    name: str
+    what: str  # its tasks, in words
+    load: Callable[[], tuple]  # -> (agent config class, resolve_tasks(spec), all_task_names())
     check: Callable[[Experiment, tuple], None]
     build: Callable[[Experiment, tuple], tuple]
 
@@ -75,16 +90,26 @@ class Kind(NamedTuple):
         return self.load()[0]
 
     def resolve_tasks(self, spec: str) -> tuple[str, ...]:
-        """Task names; ConfigError naming the valid ones for an unknown name."""
+        """Task names; ConfigError naming the valid ones for an unknown name, or the kind of
+        run a name belongs to."""
         try:
             return self.load()[1](spec)
         except ValueError as e:
+            for other in KINDS.values():
+                if other.name == self.name:
+                    continue
+                theirs = set(other.load()[2]())
+                for part in (p.strip() for p in spec.split(",")):
+                    if part in theirs:
+                        raise ConfigError(f"task {part!r} is one of the {other.what}; this {self.name} run "
+                                          f"takes {self.what}")
             raise ConfigError(str(e))
 
 
 KINDS = {
-    "mjx": Kind(_mjx, _check_mjx, build_mjx),
-    "minatar": Kind(_minatar, _check_minatar, build_minatar),
+    "mjx": Kind("mjx", "MuJoCo Playground control tasks (SAC)", _mjx, _check_mjx, build_mjx),
+    "minatar": Kind("minatar", "gymnax discrete-action games (categorical DQN)", _minatar, _check_minatar,
+                    build_minatar),
 }
 
 
@@ -108,6 +133,9 @@ def prepare(kind: str, experiment: Experiment) -> Prepared:
     experiment = dataclasses.replace(experiment, run=with_defaults(experiment.run, len(names)))
     validate_run(experiment.run, len(names))
     experiment.agent.validate()
+    if getattr(experiment, "transfer", None) is not None:
+        from purejaxbrc import transfer
+        experiment = transfer.with_source(experiment, kind, names)
     spec.check(experiment, names)
     variants = sweep.resolve(experiment.run, experiment.agent, spec.agent_config)
     return Prepared(experiment, names, variants)

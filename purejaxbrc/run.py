@@ -264,8 +264,11 @@ class Start(NamedTuple):
     compile_s: float
 
 
-def fresh_start(run, program: Program) -> Start:
-    return Start(program.fresh_state(), 0, run.warmup_iterations, 0.0, 0.0)
+def fresh_start(run, program: Program, initial=None) -> Start:
+    """`initial(program, fresh state) -> state`: where the population starts (a transfer run's
+    pretrained networks); default the fresh state."""
+    state = program.fresh_state()
+    return Start(initial(program, state) if initial else state, 0, run.warmup_iterations, 0.0, 0.0)
 
 
 def resumed_start(run, config_dict: dict, program: Program, ckpts: Checkpoints, abstract, log) -> Start:
@@ -353,12 +356,12 @@ class Progress:
 
 # -- the loop ------------------------------------------------------------------------------------
 def run(experiment, env, eval_env, agent, variants=({},), log=print, kind: str | None = None,
-        extra_config: dict | None = None):
+        initial=None):
     """Train the population (`num_seeds` seeds x `variants`) in one program; write the run
     directory; return `(summary, final state)`. Raises ConfigError (nothing written) or
-    RunStopped. `extra_config`: more parts for config.json (a transfer's source)."""
+    RunStopped. `initial`: see `fresh_start`."""
     config, variants = experiment.run, tuple(variants)
-    config_dict = dict(experiment.to_dict(variants), **(extra_config or {}))
+    config_dict = experiment.to_dict(variants)
     trainer = make_train(config, env, eval_env, agent)
     population = make_population(config, variants)
     program = Program(trainer, population, what=f"{config.num_seeds} seeds x {len(variants)} variants",
@@ -371,7 +374,7 @@ def run(experiment, env, eval_env, agent, variants=({},), log=print, kind: str |
 
     t0 = time.perf_counter()
     start = (resumed_start(config, config_dict, program, ckpts, abstract, log) if config.resume
-             else fresh_start(config, program))
+             else fresh_start(config, program, initial))
     runlog = RunLog(config.run_dir, config_dict, env.task_names, population, extra=run_info(kind),
                     resume_iteration=start.iteration if config.resume else None, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from
@@ -446,4 +449,9 @@ def main(kind: str, experiment, log=print):
     distributed.barrier("run dir checked")  # before process 0 writes into it
     enable_compilation_cache()
     env, eval_env, agent = kinds.get(kind).build(experiment, names)
-    return exit_on_error(lambda: run(experiment, env, eval_env, agent, variants, log=log, kind=kind))
+    initial = None
+    if getattr(experiment, "transfer", None) is not None:
+        from purejaxbrc import transfer
+        initial = lambda program, state: transfer.initial_state(experiment, names, program, state)  # noqa: E731
+    return exit_on_error(lambda: run(experiment, env, eval_env, agent, variants, log=log, kind=kind,
+                                     initial=initial))

@@ -69,17 +69,28 @@ class SACState(NamedTuple):
     alpha_opt: optax.OptState
 
 
-def polyak(online, target, tau: float):
-    """`tau * online + (1 - tau) * target`, leaf by leaf."""
-    return jax.tree.map(lambda o, t: tau * o + (1.0 - tau) * t, online, target)
+def polyak(online, target, tau: float, mask=None):
+    """`tau * online + (1 - tau) * target`, leaf by leaf; where `mask` (a tree like the
+    parameters, 1 trainable, 0 frozen) is 0 the target keeps its value."""
+    new = jax.tree.map(lambda o, t: tau * o + (1.0 - tau) * t, online, target)
+    return new if mask is None else jax.tree.map(lambda n, t, m: jnp.where(m > 0, n, t), new, target, mask)
+
+
+def masked(updates, mask):
+    """Optimiser updates with the frozen entries (mask 0) zeroed: those parameters stay bit for
+    bit (weight decay included)."""
+    return updates if mask is None else jax.tree.map(lambda u, m: u * m, updates, mask)
 
 
 class SACAgent:
     def __init__(self, config: SACConfig, *, obs_size: int, action_size: int, num_tasks: int,
-                 num_critics: int = 2):
+                 num_critics: int = 2, embedding: bool | None = None, trainable=None):
+        """`embedding`: whether the critic has a task embedding (default: with several tasks);
+        `trainable`: None (train everything) or `critic -> mask` (a tree like the critic, 1
+        trainable, 0 frozen: purejaxbrc.transfer's embedding mode)."""
         self.config = config
         self.obs_size, self.action_size, self.num_tasks = obs_size, action_size, num_tasks
-        self.num_critics = num_critics
+        self.num_critics, self.embedding, self.trainable = num_critics, embedding, trainable
         self.compute_dtype = None if config.critic_matmul_dtype == "float32" else jnp.dtype(config.critic_matmul_dtype)
 
     # Built per call from `hp`: a swept learning rate is an array, and the optimiser states'
@@ -101,7 +112,7 @@ class SACAgent:
         k_actor, k_critic = jax.random.split(key)
         critic = CategoricalCritic(
             k_critic, self.obs_size + self.action_size, c.critic_width, c.critic_depth,
-            c.num_atoms, self.num_critics, self.num_tasks, c.embed_dim, c.embed_norm)
+            c.num_atoms, self.num_critics, self.num_tasks, c.embed_dim, c.embed_norm, self.embedding)
         actor_in = self.obs_size + critic.task_features(jnp.zeros((), jnp.int32)).shape[-1]
         actor = TanhGaussianActor(k_actor, actor_in, self.action_size, c.actor_width, c.actor_depth)
         log_alpha = jnp.log(jnp.asarray(hp["init_alpha"], jnp.float32))
@@ -172,8 +183,9 @@ class SACAgent:
 
         c_loss, c_grads = jax.value_and_grad(critic_loss)(state.critic)
         c_updates, critic_opt = net_opt.update(c_grads, state.critic_opt, state.critic)
-        critic = optax.apply_updates(state.critic, c_updates)
-        target_critic = polyak(critic, state.target_critic, hp["tau"])
+        mask = self.trainable(state.critic) if self.trainable else None
+        critic = optax.apply_updates(state.critic, masked(c_updates, mask))
+        target_critic = polyak(critic, state.target_critic, hp["tau"], mask)
 
         atoms = categorical.support(self.config.num_atoms, hp["v_max"])
 

@@ -120,7 +120,7 @@ def replay(env, key, actions):
     out = []
     for t, k in enumerate(jax.random.split(k_steps, len(actions))):
         state, s = step(state, actions[t], k)
-        keys = jax.random.split(k, (env.num_tasks, env.num_envs))
+        keys = env.task_keys(k)
         o, raw[0], r, term, trunc, info = jax.vmap(env.envs[0].step, in_axes=(0, 0, 0, None))(
             keys[0], raw[0], actions[t][0], env.params[0])
         same = lambda x, y: np.testing.assert_allclose(x, np.asarray(y), rtol=1e-6, atol=1e-7)

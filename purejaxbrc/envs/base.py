@@ -1,6 +1,7 @@
 """What every multi-task environment adapter returns, so the training loop serves them all."""
 
 import functools
+import zlib
 from typing import NamedTuple
 
 import jax
@@ -20,6 +21,14 @@ class EnvStep(NamedTuple):
     terminated: jax.Array  # bool: no bootstrap
     truncated: jax.Array  # bool: time limit, bootstrap from next_obs
     next_obs: jax.Array
+
+
+def task_keys(key, task_names, shape):
+    """Keys `[T, *shape, 2]`: task `i`'s come from `fold_in(key, crc32(its name))`, so a task's
+    episodes do not depend on which other tasks share the run (a transfer run evaluates a
+    pretraining task on exactly the episodes its pretrained run did)."""
+    per_task = [jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF) for name in task_names]
+    return jnp.stack([jax.random.split(k, shape) for k in per_task])
 
 
 def finite_rows(batch_ndim: int, *arrays):

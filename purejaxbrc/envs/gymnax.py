@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxbrc.envs.base import EnvStep, parse_task_spec
+from purejaxbrc.envs.base import EnvStep, parse_task_spec, task_keys
 from purejaxbrc.padding import pad_last_axis
 
 MINATAR = ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar",
@@ -83,9 +83,11 @@ class GymnaxTaskSet:
     """`T` gymnax games x `E` environments each, padded to common observation and action sizes."""
 
     def __init__(self, task_names, num_envs: int = 1, max_episode_steps: int | None = None,
-                 obs_dtype=None):
+                 obs_dtype=None, obs_shape=None):
         """`max_episode_steps` overrides every game's time limit (None: each game's own);
-        `obs_dtype` overrides the stored observation dtype (None: uint8 for binary games)."""
+        `obs_dtype` overrides the stored observation dtype (None: uint8 for binary games);
+        `obs_shape` pads to this shape instead of the largest task's (a transferred model's
+        input; ValueError if a task does not fit)."""
         self.task_names = tuple(task_names)
         self.num_tasks = len(self.task_names)
         self.num_envs = num_envs
@@ -97,6 +99,12 @@ class GymnaxTaskSet:
         self.obs_shapes = [s for s, _ in described]
         self.action_counts = tuple(a for _, a in described)
         self.obs_shape = _common_obs_shape(self.task_names, self.obs_shapes)
+        if obs_shape is not None:
+            obs_shape = tuple(obs_shape)
+            if len(obs_shape) != len(self.obs_shape) or obs_shape[:-1] != self.obs_shape[:-1] \
+                    or obs_shape[-1] < self.obs_shape[-1]:
+                raise ValueError(f"observations of shape {self.obs_shape} do not pad to {obs_shape}")
+            self.obs_shape = obs_shape
         self.obs_size = int(np.prod(self.obs_shape))
         self.action_size = max(self.action_counts)
         self.episode_lengths = tuple(int(p.max_steps_in_episode) for p in self.params)
@@ -110,12 +118,13 @@ class GymnaxTaskSet:
         obs = obs.reshape(obs.shape[:1] + self.obs_shapes[i])  # [H, W] grids gain a channel axis
         return pad_last_axis(obs, self.obs_shape[-1]).astype(self.obs_dtype)
 
-    def _task_keys(self, key):
-        return jax.random.split(key, (self.num_tasks, self.num_envs))
+    def task_keys(self, key):
+        """`[T, E, 2]`: each environment's key for one reset or step (purejaxbrc.envs.base)."""
+        return task_keys(key, self.task_names, (self.num_envs,))
 
     # -- the functional API ------------------------------------------------------------------
     def reset(self, key):
-        keys = self._task_keys(key)
+        keys = self.task_keys(key)
         states, obs = [], []
         for i, (env, params) in enumerate(zip(self.envs, self.params)):
             o, s = jax.vmap(env.reset, in_axes=(0, None))(keys[i], params)
@@ -130,7 +139,7 @@ class GymnaxTaskSet:
 
     def step(self, state, action, key):
         """`action` [T, E] integers -> (new state, EnvStep with leaves [T, E, ...])."""
-        keys = self._task_keys(key)
+        keys = self.task_keys(key)
         states, obs, next_obs, reward, terminated, truncated = [], [], [], [], [], []
         for i, (env, params) in enumerate(zip(self.envs, self.params)):
             a = jnp.clip(action[i].astype(jnp.int32), 0, self.action_counts[i] - 1)

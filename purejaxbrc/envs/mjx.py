@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxbrc.envs.base import EnvStep, finite_rows, parse_task_spec, zero_non_finite
+from purejaxbrc.envs.base import EnvStep, finite_rows, parse_task_spec, task_keys, zero_non_finite
 from purejaxbrc.padding import pad_last_axis, task_action
 
 TASK_SETS = {
@@ -119,7 +119,10 @@ def _where(mask, a, b):
 class MJXTaskSet:
     """`T` control-suite tasks x `E` environments each, padded to common sizes."""
 
-    def __init__(self, task_names, num_envs: int = 1, episode_length: int = 1000, pool_size: int = 2):
+    def __init__(self, task_names, num_envs: int = 1, episode_length: int = 1000, pool_size: int = 2,
+                 obs_size: int | None = None, action_size: int | None = None):
+        """`obs_size`, `action_size`: pad to these sizes instead of the largest task's (a
+        transferred model's input and output sizes); ValueError if a task needs more."""
         if pool_size < 0:
             raise ValueError(f"pool_size must be >= 0, got {pool_size}")
         self.task_names = tuple(task_names)
@@ -130,8 +133,13 @@ class MJXTaskSet:
         self.envs = [load_task(n) for n in self.task_names]
         self.obs_dims = [int(e.observation_size) for e in self.envs]
         self.action_dims = [int(e.action_size) for e in self.envs]
-        self.obs_size = max(self.obs_dims)
-        self.action_size = max(self.action_dims)
+        self.obs_size = obs_size or max(self.obs_dims)
+        self.action_size = action_size or max(self.action_dims)
+        for kind, sizes, padded in (("observation", self.obs_dims, self.obs_size),
+                                    ("action", self.action_dims, self.action_size)):
+            for name, size in zip(self.task_names, sizes):
+                if size > padded:
+                    raise ValueError(f"task {name} has {size} {kind} entries, more than the padded {padded}")
         self.groups: list[list[int]] = []  # task indices sharing one physics call
         for i, env in enumerate(self.envs):
             for g in self.groups:
@@ -200,7 +208,7 @@ class MJXTaskSet:
 
     def _draw(self, key, n: int):
         """`n` initial states per environment: per group, States [G, n, E, ...]."""
-        keys = jax.random.split(key, (self.num_tasks, n, self.num_envs))
+        keys = task_keys(key, self.task_names, (n, self.num_envs))
         return tuple(self._reset_group(g, keys[jnp.array(g)]) for g in self.groups)
 
     def refill(self, state: MJXEnvState, key) -> MJXEnvState:
