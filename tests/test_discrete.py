@@ -81,7 +81,7 @@ def test_channel_padding_and_dtypes():
     key = jax.random.PRNGKey(0)
     _, obs = jax.jit(env.reset)(key)
     assert obs.shape == (2, 3, 10, 10, 10) and obs.dtype == jnp.uint8
-    keys = jax.random.split(key, (2, 3))
+    keys = env.task_keys(key)  # [T, E, 2], per-task keys from the task names
     raw, _ = jax.vmap(env.envs[0].reset, in_axes=(0, None))(keys[0], env.params[0])
     np.testing.assert_array_equal(obs[0, ..., :4], np.asarray(raw))  # Breakout's own channels
     assert not obs[0, ..., 4:].any() and obs[0, ..., :4].any()  # padded channels are zero
