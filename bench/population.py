@@ -74,28 +74,34 @@ def measure(devices: int, members: int, chunk: int, chunks: int) -> dict:
                 population_iterations_per_s=members * chunks * chunk / run_s)
 
 
+def sweep(devices: list[int], members: list[int], chunk: int, chunks: int, log=print) -> list[dict]:
+    """One record per (devices, members) point with `members` a multiple of `devices`, each
+    measured in a child process started with that many (simulated, on CPU) devices."""
+    records = []
+    for d in devices:
+        for m in members:
+            if m % d:
+                continue
+            env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={d}",
+                       PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+            out = subprocess.run([sys.executable, __file__, "--child", f"{d},{m}", "--chunk", str(chunk),
+                                  "--chunks", str(chunks)], capture_output=True, text=True, env=env, cwd=ROOT)
+            if out.returncode:
+                sys.exit(f"devices={d} members={m} failed:\n{out.stderr[-3000:]}")
+            record = json.loads(out.stdout.strip().splitlines()[-1])
+            log(f"{d} devices, {m} members: compile {record['compile_s']:.1f}s, {record['iterations_per_s']:.1f} "
+                f"it/s, {record['population_iterations_per_s']:.1f} population-it/s")
+            records.append(record)
+    return records
+
+
 def main(args: Args):
     if args.child:
         devices, members = map(int, args.child.split(","))
         print(json.dumps(measure(devices, members, args.chunk, args.chunks)))
         return
-    records = []
-    for devices in map(int, args.devices.split(",")):
-        for members in map(int, args.members.split(",")):
-            if members % devices:
-                continue
-            env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                       PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-            out = subprocess.run([sys.executable, __file__, "--child", f"{devices},{members}", "--chunk",
-                                  str(args.chunk), "--chunks", str(args.chunks)],
-                                 capture_output=True, text=True, env=env, cwd=ROOT)
-            if out.returncode:
-                sys.exit(f"devices={devices} members={members} failed:\n{out.stderr[-3000:]}")
-            record = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{devices} devices, {members} members: compile {record['compile_s']:.1f}s, "
-                  f"{record['iterations_per_s']:.1f} it/s, {record['population_iterations_per_s']:.1f} "
-                  f"population-it/s", file=sys.stderr, flush=True)
-            records.append(record)
+    records = sweep([int(d) for d in args.devices.split(",")], [int(m) for m in args.members.split(",")],
+                    args.chunk, args.chunks, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     kind = records[0]["device_kind"].lower().replace(" ", "-") if records else "none"

@@ -3,6 +3,8 @@
     python bench/throughput.py --quick     # CPU: small critic + both comparisons, < 10 min
     python bench/throughput.py             # + paper preset on humanoids, MinAtar, sweeps
     python bench/throughput.py --configs paper --no-compare --no-sweeps   # one configuration
+    python bench/throughput.py --width-sweep   # learning it/s by critic width, beside the authors' code
+    python bench/throughput.py --population    # population-it/s on 1, 2, 4 (simulated) devices
 
 Per configuration it measures compile seconds (apart from running), iterations/s, env-steps/s,
 gradient steps/s, the env-only rate (warm-up iterations: act, step, insert, no gradient steps),
@@ -15,6 +17,7 @@ It prints a table and writes `--out` (default `bench/results/<device>-<date>.jso
 record per configuration plus the device and versions, and a PNG of the sweeps beside it.
 """
 
+import dataclasses
 import datetime
 import functools
 import json
@@ -65,6 +68,17 @@ class Args:
     compare_seeds: int = 4
     timed_chunks: int = 3
     """Chunks timed per configuration, after an untimed warm-up chunk."""
+    width_sweep: bool = False
+    """Only the width sweep: learning iterations/s per `--widths` pair on CartpoleSwingup (one
+    seed, UTD 2, actor width 256), beside the authors' code measured on this machine
+    (`--reference`)."""
+    widths: str = "128:128,256:256,512:256,1024:256,2048:256"
+    """critic_width:batch_size pairs of the width sweep."""
+    reference: str = "bench/results/reference-cpu-2core.json"
+    """The authors' code's learning iterations/s by critic width and batch (`bench/reference.md`)."""
+    population: bool = False
+    """Only the population scaling: 4 members on 1, 2, 4 simulated devices (CPU), or 1-16 members on
+    one accelerator; each point in its own process (bench/population.py)."""
     tiny: bool = False
     """Tiny networks and chunks, no comparisons or sweeps: checks the benchmark runs (tests)."""
     out: str = ""
@@ -99,6 +113,39 @@ def configurations(args: Args) -> dict[str, tuple[str, Experiment]]:
 
 
 SWEEPS = {"num_seeds": (1, 2, 4, 8), "num_envs": (1, 4, 16), "critic_width": (64, 128, 256, 512)}
+
+
+# -- the width sweep ---------------------------------------------------------------------------
+def width_sweep(args: Args, log) -> list[dict]:
+    """The configuration the authors' code was timed on: one task with a cheap reset, one seed,
+    UTD 2, the default actor (width 256), the critic width and batch varied. Chunks shrink with
+    width so each lasts seconds; warm-up covers one batch."""
+    reference = {}
+    if Path(args.reference).exists():
+        for r in json.loads(Path(args.reference).read_text())["records"]:
+            reference[(r["task"], r["critic_width"], r["batch_size"])] = r
+    records = []
+    for pair in args.widths.split(","):
+        width, batch = (int(v) for v in pair.split(":"))
+        chunk = max(10, 25_600 // width)
+        warmup = -(-batch // chunk) * chunk
+        experiment = bench_config(Experiment(RunConfig(tasks="CartpoleSwingup", batch_size=batch, utd=2,
+                                                       buffer_capacity=100_000),
+                                             SACConfig(critic_width=width)), chunk=chunk)
+        experiment = experiment.replace(warmup_iterations=warmup)
+        log(f"width sweep: critic width {width}, batch {batch} ...")
+        record = dict(measure_fused("mjx", experiment, timed_chunks=2), name=f"width={width}/batch={batch}",
+                      sweep="width")
+        ref = reference.get(("cartpole-swingup", width, batch))
+        if ref:
+            record.update(reference_iterations_per_s=ref["learning_iterations_per_s"],
+                          reference_cores=ref["learning_cores"],
+                          ratio_vs_reference=record["iterations_per_s"] / ref["learning_iterations_per_s"])
+            log(f"  {record['iterations_per_s']:.2f} it/s ({record['cores']:.2f} cores) vs the authors' "
+                f"{ref['learning_iterations_per_s']:.2f} ({ref['learning_cores']:.2f} cores): "
+                f"{record['ratio_vs_reference']:.2f}x")
+        records.append(record)
+    return records
 
 
 # -- the device -----------------------------------------------------------------------------------
@@ -147,6 +194,12 @@ def _timed(fn) -> float:
 
 
 # -- measuring the fused loop ---------------------------------------------------------------------
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads: over a wall interval, the cores it kept busy."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def update_flops(agent, state, run, num_tasks: int) -> float:
     """XLA's FLOP count of one gradient step of one member, from the lowered `agent.update`."""
     one = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)  # noqa: E731  (drop the member axis)
@@ -188,20 +241,23 @@ def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
     chunk = program.compile_chunk(state, 0, learn_from)  # the program the run loop calls
     compile_s = time.perf_counter() - t0
 
+    warmup_chunks = config.warmup_iterations // config.chunk
     t0 = time.perf_counter()
-    state, _, _ = chunk(state, jnp.int32(0), learn_from)  # warm-up chunk: random actions, no updates
+    for it in range(0, config.warmup_iterations, config.chunk):  # random actions, no updates
+        state, _, _ = chunk(state, jnp.int32(it), learn_from)
     jax.block_until_ready(state)
-    env_only_s = time.perf_counter() - t0
-    it = config.chunk
+    env_only_s = (time.perf_counter() - t0) / warmup_chunks
+    it = config.warmup_iterations
     state, _, _ = chunk(state, jnp.int32(it), learn_from)  # first learning chunk, untimed
     jax.block_until_ready(state)
     it += config.chunk
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     for _ in range(timed_chunks):
         state, metrics, _ = chunk(state, jnp.int32(it), learn_from)
         it += config.chunk
     jax.block_until_ready((state, metrics))
     run_s = time.perf_counter() - t0
+    cores = (cpu_seconds() - cpu0) / run_s
 
     its = timed_chunks * config.chunk
     steps_per_it = config.num_seeds * len(names) * config.num_envs
@@ -219,7 +275,7 @@ def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
         iterations_per_s=its / run_s, env_steps_per_s=its * steps_per_it / run_s,
         grad_steps_per_s=grad_steps_per_s,
         env_only_iterations_per_s=config.chunk / env_only_s,
-        env_share=(env_only_s / config.chunk) / (run_s / its),
+        env_share=(env_only_s / config.chunk) / (run_s / its), cores=cores,
         peak_memory_bytes=memory, peak_memory_source=memory_source,
         update_flops=flops, flops_source="XLA cost_analysis of one lowered agent.update (per seed)",
         achieved_flops_per_s=flops * grad_steps_per_s, peak_flops_per_s=peak,
@@ -338,6 +394,16 @@ def main(args: Args):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     records, ratios = [], {}
+    if args.width_sweep or args.population:
+        names, args = [], dataclasses.replace(args, sweeps=False, compare=False)
+    if args.width_sweep:
+        records += width_sweep(args, log)
+    if args.population:
+        from bench import population
+        gpu = jax.default_backend() != "cpu"
+        records += [dict(r, name=f"population/devices={r['devices']}/members={r['members']}")
+                    for r in population.sweep([1] if gpu else [1, 2, 4], [1, 2, 4, 8, 16] if gpu else [4],
+                                              chunk=250, chunks=2, log=log)]
     for name in names:
         kind, config = all_configs[name]
         log(f"measuring {name} ...")
@@ -365,7 +431,13 @@ def main(args: Args):
                   **ratios, records=records)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    print(table([r for r in records if "compile_s" in r or "env_steps_per_s" in r]))
+    print(table([r for r in records if "env_steps_per_s" in r]))
+    for r in records:
+        if "ratio_vs_reference" in r:
+            print(f"{r['name']}: {r['iterations_per_s']:.2f} it/s, the authors' code "
+                  f"{r['reference_iterations_per_s']:.2f}: {r['ratio_vs_reference']:.2f}x")
+        if "population_iterations_per_s" in r:
+            print(f"{r['name']}: {r['population_iterations_per_s']:.1f} population-iterations/s")
     for k, v in ratios.items():
         print(f"{k} = {v:.2f}")
     if plot_sweeps(records, out.with_suffix(".png")):

@@ -26,7 +26,7 @@ PRESETS = {
     "demo": ("CPU demo: three cheap control-suite tasks, small critic; ~6 min on 2 cores "
              "(measured: 58 s compile + 294 s training).",
              MJXExperiment(
-                 RunConfig(tasks="CartpoleBalance,CartpoleSwingup,PendulumSwingup",
+                 RunConfig(tasks="CartpoleBalance,CartpoleSwingup,CartpoleBalanceSparse",
                            total_iterations=30_000, warmup_iterations=2_000, eval_every=5_000,
                            eval_episodes=5, batch_size=128, run_dir="runs/brc_mjx_demo"),
                  SACConfig(critic_width=128, actor_width=128))),

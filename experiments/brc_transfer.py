@@ -48,7 +48,8 @@ def defaults(source_dir: str):
     """`(kind, the transfer experiment whose flags default to the pretrained run's)`."""
     from purejaxbrc.evaluate import load_config
     kind, source, _, _ = load_config(Path(source_dir))
-    loop = dataclasses.replace(source.run, run_dir="", resume=False, sweep=(), sweep_file="")
+    # The batch follows the reference's rule for the new task count unless --batch-size is given.
+    loop = dataclasses.replace(source.run, run_dir="", resume=False, sweep=(), sweep_file="", batch_size=None)
     return kind, CLASSES[kind](run=loop, agent=source.agent, transfer=TransferConfig(source=source_dir))
 
 

@@ -58,6 +58,25 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def check_same_config(config: dict) -> None:
+    """ConfigError on every process unless all were given the same run (`config`: config.json's
+    dict; the process id left out): a process started with other flags would train members
+    that the logs attribute to other seeds or values."""
+    if jax.process_count() == 1:
+        return
+    import json
+    import zlib
+
+    from jax.experimental import multihost_utils
+    config = dict(config, run={k: v for k, v in config["run"].items() if k != "process_id"})
+    digest = zlib.crc32(json.dumps(config, sort_keys=True).encode()) & 0x7FFFFFFF
+    digests = np.asarray(multihost_utils.process_allgather(np.int32(digest))).reshape(-1)
+    others = [i for i, d in enumerate(digests) if d != digests[0]]
+    if others:
+        raise ConfigError(f"processes {', '.join(map(str, others))} were given another configuration than "
+                          f"process 0; start every process with the same flags (only --process-id differs)")
+
+
 def is_primary() -> bool:
     """Process 0 writes the run directory's logs; every process writes its checkpoint shards."""
     return jax.process_index() == 0

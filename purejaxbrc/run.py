@@ -444,6 +444,7 @@ def main(kind: str, experiment, log=print):
     build, train. Bad input: one line, exit code 2."""
     exit_on_error(lambda: distributed.initialize(experiment.run))
     experiment, names, variants = exit_on_error(lambda: kinds.prepare(kind, experiment))
+    exit_on_error(lambda: distributed.check_same_config(experiment.to_dict(variants)))
     exit_on_error(lambda: check_run_dir(experiment.run.run_dir, experiment.to_dict(variants),
                                         resume=experiment.run.resume))
     distributed.barrier("run dir checked")  # before process 0 writes into it

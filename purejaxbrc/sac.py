@@ -78,8 +78,8 @@ def polyak(online, target, tau: float, mask=None):
 
 def masked(updates, mask):
     """Optimiser updates with the frozen entries (mask 0) zeroed: those parameters stay bit for
-    bit (weight decay included)."""
-    return updates if mask is None else jax.tree.map(lambda u, m: u * m, updates, mask)
+    bit (weight decay included), a non-finite update included."""
+    return updates if mask is None else jax.tree.map(lambda u, m: jnp.where(m > 0, u, 0), updates, mask)
 
 
 class SACAgent:

@@ -17,9 +17,12 @@ the pretrained rows (`--new-rows mean`, the default: a direction inside the span
 trained on, so a frozen trunk first sees an in-distribution input, namely an average task) or
 fresh as at pretraining (`--new-rows fresh`: nearly orthogonal to every learnt row). The
 reward normaliser and the replay buffers start empty. Member `m` of the transfer run starts
-from member `m mod M` of the pretrained run's `M` members.
+from member `m mod M` of the pretrained run's `M` members (the run says how many distinct ones
+it used: with one pretrained seed, the transfer seeds vary only the transfer itself).
 """
 
+import json
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -32,6 +35,7 @@ import tyro
 
 from purejaxbrc import distributed
 from purejaxbrc.config import ConfigError, Experiment, flag
+from purejaxbrc import sweep
 
 MODES = ("finetune", "embedding", "scratch")
 
@@ -73,9 +77,14 @@ def with_source(experiment: Experiment, kind: str, names) -> Experiment:
     t = experiment.transfer
     if not t.source:
         raise ConfigError("--from RUN_DIR is required: the pretrained run to start from")
-    source_kind, source, _, _ = load_config(Path(t.source))
+    source_kind, source, source_variants, stored = load_config(Path(t.source))
     if source_kind != kind:
         raise ConfigError(f"--from {t.source} holds a {source_kind} run; this is a {kind} transfer")
+    if "transfer" in stored:
+        raise ConfigError(f"--from {t.source} is itself a transfer run; transfer from a pretrained run")
+    if len(source_variants) > 1:
+        raise ConfigError(f"--from {t.source} is a sweep of {len(source_variants)} variants; transfer "
+                          f"from a run of one variant (rerun the chosen one)")
     steps = Checkpoints(t.source).steps()
     if not steps:
         raise ConfigError(f"--from {t.source} has no checkpoint")
@@ -87,6 +96,17 @@ def with_source(experiment: Experiment, kind: str, names) -> Experiment:
         if field not in experiment.agent.SWEEPABLE and mine != theirs:
             raise ConfigError(f"{flag(field)} {mine} differs from the pretrained model's {theirs}: a "
                               f"transferred model keeps its architecture")
+    if t.mode != "scratch":
+        # The pretrained critic's logits are on its own support and discount, and its
+        # temperature is carried over: these values cannot differ or be swept.
+        swept = {k for v in sweep.resolve(experiment.run, experiment.agent, type(experiment.agent)) for k in v}
+        for field in ("v_max", "gamma", "init_alpha"):
+            if field in swept:
+                raise ConfigError(f"--sweep {field}: a {t.mode} transfer starts from the pretrained "
+                                  f"model's {field}; sweep it with --mode scratch only")
+            if field != "init_alpha" and getattr(experiment.agent, field) != getattr(source.agent, field):
+                raise ConfigError(f"{flag(field)} {getattr(experiment.agent, field)} differs from the pretrained "
+                                  f"critic's {getattr(source.agent, field)}: a {t.mode} transfer keeps its value support")
     from purejaxbrc import kinds
     source_names = kinds.get(kind).resolve_tasks(source.run.tasks)
     if len(source_names) < 2:
@@ -95,6 +115,10 @@ def with_source(experiment: Experiment, kind: str, names) -> Experiment:
     obs_shape, num_actions = _padded_sizes(kind, source_names)
     _check_fits(kind, names, obs_shape, num_actions)
     step = t.checkpoint if t.checkpoint is not None else max(steps)
+    if experiment.run.resume and t.checkpoint is None:  # the step this run started from, not a newer one
+        previous = Path(experiment.run.run_dir) / "config.json"
+        if previous.exists():
+            step = json.loads(previous.read_text()).get("transfer", {}).get("source_step", step)
     return replace(experiment, transfer=replace(t, source_tasks=tuple(source_names), source_step=step,
                                                 obs_shape=obs_shape, num_actions=num_actions))
 
@@ -183,6 +207,9 @@ def initial_state(experiment: Experiment, names, program, fresh_state):
     source = distributed.to_host(got.restored.rest.agent)  # [source members, ...]
     members = jax.tree.leaves(source)[0].shape[0]
     pick = np.arange(program.population.size) % members
+    if jax.process_index() == 0:  # seeds sharing a pretrained model are not independent pretraining samples
+        print(f"transfer: {program.population.size} members start from {min(members, program.population.size)} "
+              f"distinct pretrained members of {t.source} (iteration {t.source_step})", file=sys.stderr)
     source = jax.tree.map(lambda x: distributed.global_array(np.asarray(x)[pick], program.sharding), source)
     rows = jnp.asarray(source_rows(t, names))
     from purejaxbrc.distributed import MEMBERS

@@ -60,3 +60,25 @@ def test_actor_does_not_train_the_embedding():
     x = jnp.ones((2, 3))
     grads = jax.grad(lambda c: jnp.sum(agent._actor_input(c, x, jnp.array([0, 1]))))(state.critic)
     assert float(jnp.abs(grads.embedding.table).sum()) == 0.0
+
+
+def test_embedding_mode_trains_only_the_new_tasks_rows():
+    """purejaxbrc.transfer's embedding mode on SAC: task 1 is new; the critic's and the target's
+    trunk, heads and task 0's row stay bit for bit, task 1's rows move, the actor trains."""
+    from purejaxbrc.transfer import TransferConfig, trainable_rows
+    mask = trainable_rows(TransferConfig(source_tasks=("Old", "Other")), ("Old", "New"))
+    config = SACConfig(critic_width=16, critic_depth=1, actor_width=16, num_atoms=11, v_max=5.0, tau=0.5)
+    agent = SACAgent(config, obs_size=3, action_size=2, num_tasks=2, trainable=mask)
+    state = agent.init(jax.random.PRNGKey(0), hp(agent))
+    b = batch([False] * 4, [False] * 4)
+    new = state
+    for i in range(3):
+        new, _ = agent.update(new, b, jnp.array([0, 1, 0, 1]), jnp.array([1.0, 1.0]), jax.random.PRNGKey(i), hp(agent))
+    for name in ("critic", "target_critic"):
+        before, after = getattr(state, name), getattr(new, name)
+        for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(before)[0], jax.tree.leaves(after)):
+            if "table" not in jax.tree_util.keystr(path):
+                np.testing.assert_array_equal(x, y, err_msg=f"{name}{jax.tree_util.keystr(path)}")
+        np.testing.assert_array_equal(before.embedding.table[0], after.embedding.table[0])
+        assert not np.array_equal(before.embedding.table[1], after.embedding.table[1])
+    assert not np.array_equal(state.actor.mean_head.kernel, new.actor.mean_head.kernel)
