@@ -23,8 +23,8 @@ class MJXExperiment(Experiment):
 
 
 PRESETS = {
-    "demo": ("CPU demo: three cheap control-suite tasks, small critic; ~6 min on 2 cores "
-             "(measured: 58 s compile + 294 s training).",
+    "demo": ("CPU demo: three Cartpole tasks, one agent, small critic; ~7 min on 2 cores "
+             "(measured: 88 s compile + 347 s training).",
              MJXExperiment(
                  RunConfig(tasks="CartpoleBalance,CartpoleSwingup,CartpoleBalanceSparse",
                            total_iterations=30_000, warmup_iterations=2_000, eval_every=5_000,
