@@ -135,7 +135,7 @@ def width_sweep(args: Args, log) -> list[dict]:
         experiment = experiment.replace(warmup_iterations=warmup)
         log(f"width sweep: critic width {width}, batch {batch} ...")
         record = dict(measure_fused("mjx", experiment, timed_chunks=2), name=f"width={width}/batch={batch}",
-                      sweep="width")
+                      sweep="critic_width")
         ref = reference.get(("cartpole-swingup", width, batch))
         if ref:
             record.update(reference_iterations_per_s=ref["learning_iterations_per_s"],

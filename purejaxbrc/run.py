@@ -74,21 +74,23 @@ def exit_on_error(fn):
         sys.exit(e.code)
 
 
-# XLA:CPU hands dots, reductions and elementwise fusions to YNNPACK by default. At our layer
-# sizes its reductions (LayerNorm, softmax) run several times slower than XLA's own loops, most
-# of all under the seed vmap: keeping YNNPACK to dots made a one-seed learning iteration 28%
-# faster here (README, "Performance"). Options only change how XLA:CPU runs the program.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+# XLA:CPU hands dots, reductions and elementwise fusions to YNNPACK by default. Where a device
+# vmaps several members, its reductions (LayerNorm, softmax) over the batched shapes run slower
+# than XLA's own loops, so YNNPACK is kept to dots: 4 members at width 128, 16.2 vs 14.0
+# iterations/s. A device running one member unvmapped is faster with the defaults: 61 vs 53
+# it/s at width 128, 17.3 vs 15.6 at 256, 6.55 vs 5.99 at 512 (README, "Performance"). The
+# options change only how XLA:CPU runs the program, never its results beyond rounding.
+CPU_BATCHED_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
 
-def compile_lowered(lowered):
-    """`lowered.compile()`, with `CPU_COMPILER_OPTIONS` on the CPU backend where this XLA knows
-    them (a jaxlib without the option compiles with its defaults)."""
-    if jax.default_backend() == "cpu":
+def compile_lowered(lowered, batched_members: bool = True):
+    """`lowered.compile()`; on the CPU backend with `CPU_BATCHED_OPTIONS` where a device vmaps
+    several members (a jaxlib without the option compiles with its defaults)."""
+    if jax.default_backend() == "cpu" and batched_members:
         try:
-            return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+            return lowered.compile(compiler_options=CPU_BATCHED_OPTIONS)
         except jax.errors.JaxRuntimeError as e:
-            if not any(name in str(e) for name in CPU_COMPILER_OPTIONS):
+            if not any(name in str(e) for name in CPU_BATCHED_OPTIONS):
                 raise
     return lowered.compile()
 
@@ -172,7 +174,8 @@ class Program:
             state, metrics = self.trainer.chunk(state, it, learn_from)
             return state, metrics, finite_flags(state.agent)
         fn = jax.jit(self.over_members(chunk, (MEMBERS, SHARED, SHARED)), donate_argnums=0)
-        return compile_lowered(fn.lower(state, jnp.int32(it), jnp.int32(learn_from)))
+        return compile_lowered(fn.lower(state, jnp.int32(it), jnp.int32(learn_from)),
+                               batched_members=self.batched and self.local > 1)
 
     def compile_evaluate(self, state):
         """`(state, it) -> returns [members, T]` (reads the agent, eval key and hparams)."""
