@@ -67,9 +67,19 @@ class Run:
     def tasks(self) -> list[str]:
         return list(self.curves)
 
-    def final_scores(self, tasks) -> np.ndarray:
-        """[seeds, tasks]: each task's returns at the run's last evaluation of it."""
-        return np.stack([self.curves[t][1][:, -1] for t in tasks], axis=1)
+    def final_scores(self, tasks, at: float | None = None) -> np.ndarray:
+        """[seeds, tasks]: each task's returns at the run's last evaluation of it (with `at`: the
+        last at or before `at` env steps)."""
+        return np.stack([self.curves[t][1][:, self.point(t, at)] for t in tasks], axis=1)
+
+    def point(self, task: str, at: float | None) -> int:
+        steps = self.curves[task][0]
+        if at is None:
+            return len(steps) - 1
+        if steps[0] > at:
+            raise InputError(f"{self.label}: no evaluation of {task} at or before env_steps={at:g} "
+                             f"(the first is at {steps[0]:g})")
+        return int(np.searchsorted(steps, at, side="right")) - 1
 
 
 def load_run(run_dir: str, label: str | None = None) -> list[Run]:
@@ -224,16 +234,16 @@ def _table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def report(runs, normalize: str = "auto", reps: int = 2000, seed: int = 0) -> str:
+def report(runs, normalize: str = "auto", reps: int = 2000, seed: int = 0, at: float | None = None) -> str:
     tasks = all_tasks(runs)
-    out = ["Final eval_return (raw; mean over seeds at each run's last evaluation, "
-           "+- std over seeds)"]
+    when = "each run's last evaluation" if at is None else f"each run's last evaluation at or before env_steps={at:g}"
+    out = [f"Final eval_return (raw; mean over seeds at {when}, +- std over seeds)"]
     rows = []
     for task in tasks:
         row = [task]
         for run in runs:
             if task in run.curves:
-                final = run.curves[task][1][:, -1]
+                final = run.curves[task][1][:, run.point(task, at)]
                 row.append(f"{_fmt(final.mean())} +- {_fmt(final.std())}")
             else:
                 row.append("-")
@@ -254,12 +264,12 @@ def report(runs, normalize: str = "auto", reps: int = 2000, seed: int = 0) -> st
         how = f"returns / {DMC_MAX_RETURN:g}"
     else:
         how = f"returns / {DMC_MAX_RETURN:g} for {', '.join(scaled)}; raw for {', '.join(raw)}"
-    out.append(f"Aggregate over tasks x seeds of final scores (normalize={normalize}: {how}); "
+    out.append(f"Aggregate over tasks x seeds of {'final scores' if at is None else f'scores at env_steps<={at:g}'} (normalize={normalize}: {how}); "
                f"95% stratified bootstrap CIs, {reps} reps; ranked by IQM")
     ranked = []
     for run in runs:
         scales = np.array([task_scale(t, normalize) for t in run.tasks])
-        scores = run.final_scores(run.tasks) / scales  # [seeds, tasks]
+        scores = run.final_scores(run.tasks, at) / scales  # [seeds, tasks]
         cells = [run.label, str(len(run.tasks)), str(len(run.seeds))]
         for stat in (mean, iqm):
             lo, hi = stratified_bootstrap_ci(scores, stat, reps=reps, seed=seed)
@@ -287,6 +297,9 @@ def parse_args(argv=None):
                         "others raw (default: auto)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
+    p.add_argument("--at", type=float, default=None, metavar="ENV_STEPS",
+                   help="score each run at its last evaluation at or before ENV_STEPS env steps per "
+                        "task (default: its last evaluation), e.g. to compare runs at equal env steps")
     return p.parse_args(argv)
 
 
@@ -296,12 +309,13 @@ def main(argv=None) -> int:
         if args.reps < 1:
             raise InputError(f"--reps must be at least 1, got {args.reps}")
         runs = load_runs(args.run_dirs)
+        text = report(runs, args.normalize, reps=args.reps, seed=args.seed, at=args.at)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or (runs[0].path / "plots" if len(runs) == 1 else Path("plots"))
     written = write_plots(runs, out, reps=args.reps, seed=args.seed)
-    print(report(runs, args.normalize, reps=args.reps, seed=args.seed))
+    print(text)
     print(f"\nwrote {len(written)} plots to {out}")
     return 0
 

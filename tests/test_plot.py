@@ -143,6 +143,16 @@ def test_plot_command_writes_pngs_and_table(tmp_path, capsys):
     assert "2.2 [" in agg and "1.75 [" in agg
 
 
+def test_scores_at_equal_env_steps(tmp_path, capsys):
+    run = write_run(tmp_path / "r")
+    assert plot.main([str(run), "--out", str(tmp_path / "f"), "--reps", "200", "--at", "2500"]) == 0
+    text = capsys.readouterr().out
+    assert "300 +- 100" in text and "3 +- 1" in text  # the evaluation at 2000 env steps
+    assert "scores at env_steps<=2500" in text
+    assert plot.main([str(run), "--out", str(tmp_path / "f"), "--at", "500"]) == 2
+    assert "no evaluation of CartpoleBalance at or before env_steps=500" in capsys.readouterr().err
+
+
 def test_plot_normalize_none_and_default_out(tmp_path, capsys):
     run = write_run(tmp_path / "r")
     assert plot.main([str(run), "--normalize", "none", "--reps", "200"]) == 0
