@@ -4,8 +4,8 @@
 
 Rebuilds the environments and the agent from RUN_DIR/config.json and the `kind` in
 run_info.json, restores the checkpoint at iteration STEP (default: the latest readable one;
-replay buffers are not loaded) and runs N episodes per task and seed (default: the run's
---eval-episodes). Prints a table of mean returns per task and seed, and the mean over tasks.
+replay buffers are not loaded) and runs N episodes per task and member (seed x sweep variant) (default: the run's
+--eval-episodes). Prints a table of mean returns per task and member, and the mean over tasks.
 
 The evaluation key is the training loop's, `fold_in(eval_key, iteration)`, so with the default
 episodes the numbers equal the in-training evaluation at that iteration (metrics.jsonl), which

@@ -75,6 +75,9 @@ def resolve(run: RunConfig, agent, agent_class) -> tuple[dict, ...]:
     for name in names:
         if name in sweepable:
             continue
+        if name == "seed":
+            raise ConfigError("seed cannot be swept: use --num-seeds N (seeds --seed .. --seed + N - 1); "
+                              f"sweepable: {', '.join(sweepable)}")
         if name in agent_fields or name in run_fields:
             raise ConfigError(f"{name} cannot be swept: it changes the compiled program (array shapes "
                               f"or the loop); run one program per value. Sweepable: {', '.join(sweepable)}")
