@@ -82,7 +82,8 @@ def sweep(devices: list[int], members: list[int], chunk: int, chunks: int, log=p
         for m in members:
             if m % d:
                 continue
-            env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={d}",
+            flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={d}".strip()
+            env = dict(os.environ, XLA_FLAGS=flags, XLA_PYTHON_CLIENT_PREALLOCATE="false",  # the parent may hold a GPU
                        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
             out = subprocess.run([sys.executable, __file__, "--child", f"{d},{m}", "--chunk", str(chunk),
                                   "--chunks", str(chunks)], capture_output=True, text=True, env=env, cwd=ROOT)

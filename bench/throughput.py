@@ -241,7 +241,7 @@ def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
     chunk = program.compile_chunk(state, 0, learn_from)  # the program the run loop calls
     compile_s = time.perf_counter() - t0
 
-    warmup_chunks = config.warmup_iterations // config.chunk
+    warmup_chunks = len(range(0, config.warmup_iterations, config.chunk))
     t0 = time.perf_counter()
     for it in range(0, config.warmup_iterations, config.chunk):  # random actions, no updates
         state, _, _ = chunk(state, jnp.int32(it), learn_from)

@@ -7,7 +7,8 @@ to new tasks: purejaxbrc.transfer.
     python experiments/brc_transfer.py --from runs/minatar4 --tasks Breakout-MinAtar --checkpoint 20000
 
 Every flag but --tasks, --mode and --run-dir defaults to the pretrained run's value (its loop and
-agent); the architecture cannot change. The run directory is an ordinary one (its config.json
+agent); a batch that followed the 256/1024 rule follows it for the new task count; the
+architecture cannot change. The run directory is an ordinary one (its config.json
 records where it came from): --resume, `python -m purejaxbrc.evaluate` and `purejaxbrc.plot`
 work on it as on any run.
 """
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import tyro
 
-from purejaxbrc import run
-from purejaxbrc.config import ConfigError, RunConfig
+from purejaxbrc import kinds, run
+from purejaxbrc.config import ConfigError, RunConfig, default_batch_size
 from purejaxbrc.dqn import DQNConfig
 from purejaxbrc.sac import SACConfig
 from purejaxbrc.transfer import TransferConfig, TransferExperiment
@@ -47,10 +48,14 @@ CLASSES = {"mjx": MJXTransfer, "minatar": MinAtarTransfer}
 def defaults(source_dir: str):
     """`(kind, the transfer experiment whose flags default to the pretrained run's)`."""
     from purejaxbrc.evaluate import load_config
-    kind, source, _, _ = load_config(Path(source_dir))
-    # The batch follows the reference's rule for the new task count unless --batch-size is given.
-    loop = dataclasses.replace(source.run, run_dir="", resume=False, sweep=(), sweep_file="", batch_size=None)
-    return kind, CLASSES[kind](run=loop, agent=source.agent, transfer=TransferConfig(source=source_dir))
+    kind, source, variants, _ = load_config(Path(source_dir))
+    # A pretrained batch that followed the reference's rule (256 for one task, 1024 for several)
+    # follows it again for the new task count; a batch given explicitly is kept.
+    rule = default_batch_size(len(kinds.get(kind).resolve_tasks(source.run.tasks)))
+    batch = None if source.run.batch_size == rule else source.run.batch_size
+    loop = dataclasses.replace(source.run, run_dir="", resume=False, sweep=(), sweep_file="", batch_size=batch)
+    agent = dataclasses.replace(source.agent, **variants[0]) if len(variants) == 1 else source.agent
+    return kind, CLASSES[kind](run=loop, agent=agent, transfer=TransferConfig(source=source_dir))
 
 
 def parse(argv=None):

@@ -60,7 +60,7 @@ def barrier(name: str) -> None:
 
 def check_same_config(config: dict) -> None:
     """ConfigError on every process unless all were given the same run (`config`: config.json's
-    dict; the process id left out): a process started with other flags would train members
+    dict; the process id and coordinator address left out): a process started with other flags would train members
     that the logs attribute to other seeds or values."""
     if jax.process_count() == 1:
         return
@@ -68,7 +68,8 @@ def check_same_config(config: dict) -> None:
     import zlib
 
     from jax.experimental import multihost_utils
-    config = dict(config, run={k: v for k, v in config["run"].items() if k != "process_id"})
+    # Process 0 may name itself localhost where the others name its host.
+    config = dict(config, run={k: v for k, v in config["run"].items() if k not in ("process_id", "coordinator_address")})
     digest = zlib.crc32(json.dumps(config, sort_keys=True).encode()) & 0x7FFFFFFF
     digests = np.asarray(multihost_utils.process_allgather(np.int32(digest))).reshape(-1)
     others = [i for i, d in enumerate(digests) if d != digests[0]]

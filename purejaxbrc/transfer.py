@@ -78,6 +78,8 @@ def with_source(experiment: Experiment, kind: str, names) -> Experiment:
     if not t.source:
         raise ConfigError("--from RUN_DIR is required: the pretrained run to start from")
     source_kind, source, source_variants, stored = load_config(Path(t.source))
+    if len(source_variants) == 1:  # a one-variant sweep: its values are the ones trained with
+        source = replace(source, agent=replace(source.agent, **source_variants[0]))
     if source_kind != kind:
         raise ConfigError(f"--from {t.source} holds a {source_kind} run; this is a {kind} transfer")
     if "transfer" in stored:
@@ -104,9 +106,10 @@ def with_source(experiment: Experiment, kind: str, names) -> Experiment:
             if field in swept:
                 raise ConfigError(f"--sweep {field}: a {t.mode} transfer starts from the pretrained "
                                   f"model's {field}; sweep it with --mode scratch only")
-            if field != "init_alpha" and getattr(experiment.agent, field) != getattr(source.agent, field):
+            if getattr(experiment.agent, field, None) != getattr(source.agent, field, None):
                 raise ConfigError(f"{flag(field)} {getattr(experiment.agent, field)} differs from the pretrained "
-                                  f"critic's {getattr(source.agent, field)}: a {t.mode} transfer keeps its value support")
+                                  f"model's {getattr(source.agent, field)}: a {t.mode} transfer starts from its "
+                                  f"value support, discount and temperature")
     from purejaxbrc import kinds
     source_names = kinds.get(kind).resolve_tasks(source.run.tasks)
     if len(source_names) < 2:

@@ -140,6 +140,8 @@ def test_transfer_run_records_its_source_resumes_and_evaluates(pretrained, tmp_p
     (True, ["--tasks", "FourRooms-misc"], "task FourRooms-misc has 4 actions, more than the pretrained model's 3"),
     (True, ["--tasks", "MountainCar-v0", "--critic-width", "32"], "--critic-width 32 differs from the pretrained model's 16"),
     (True, ["--tasks", "MountainCar-v0", "--checkpoint", "15"], "--checkpoint 15: no such checkpoint"),
+    (True, ["--tasks", "MountainCar-v0", "--v-max", "20"], "--v-max 20.0 differs from the pretrained model's 10.0"),
+    (True, ["--tasks", "MountainCar-v0", "--sweep", "gamma=0.9,0.99"], "--sweep gamma: a finetune transfer starts"),
 ])
 def test_bad_input_is_one_line_and_exit_2(pretrained, tmp_path, capsys, with_source, args, message):
     args = (["--from", str(pretrained)] if with_source else []) + args + ["--run-dir", str(tmp_path / "r")]
@@ -148,6 +150,19 @@ def test_bad_input_is_one_line_and_exit_2(pretrained, tmp_path, capsys, with_sou
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert e.value.code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "r").exists()
+
+
+def test_scratch_may_change_the_support_and_a_transfer_run_is_no_source(pretrained, tmp_path):
+    exp, _, _ = kinds.prepare(*parse(pretrained, "--tasks", "MountainCar-v0", "--mode", "scratch", "--v-max", "20"))
+    assert exp.agent.v_max == 20 and exp.run.batch_size == PRETRAIN.run.batch_size  # an explicit batch is kept
+    (tmp_path / "t").mkdir()
+    for name in ("config.json", "run_info.json"):
+        stored = json.loads((pretrained / name).read_text())
+        if name == "config.json":
+            stored["transfer"] = {"source": str(pretrained)}
+        (tmp_path / "t" / name).write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match="is itself a transfer run"):
+        kinds.prepare(*parse(tmp_path / "t", "--tasks", "MountainCar-v0"))
 
 
 def test_a_single_task_source_is_refused(tmp_path, capsys):
