@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tyro
 
-from purejaxbrc import kinds, run
+from purejaxbrc import kinds, run, transfer
 from purejaxbrc.config import ConfigError, RunConfig, default_batch_size
 from purejaxbrc.dqn import DQNConfig
 from purejaxbrc.sac import SACConfig
@@ -47,15 +47,13 @@ CLASSES = {"mjx": MJXTransfer, "minatar": MinAtarTransfer}
 
 def defaults(source_dir: str):
     """`(kind, the transfer experiment whose flags default to the pretrained run's)`."""
-    from purejaxbrc.evaluate import load_config
-    kind, source, variants, _ = load_config(Path(source_dir))
+    kind, source, _, _ = transfer.pretrained(source_dir)
     # A pretrained batch that followed the reference's rule (256 for one task, 1024 for several)
     # follows it again for the new task count; a batch given explicitly is kept.
     rule = default_batch_size(len(kinds.get(kind).resolve_tasks(source.run.tasks)))
     batch = None if source.run.batch_size == rule else source.run.batch_size
     loop = dataclasses.replace(source.run, run_dir="", resume=False, sweep=(), sweep_file="", batch_size=batch)
-    agent = dataclasses.replace(source.agent, **variants[0]) if len(variants) == 1 else source.agent
-    return kind, CLASSES[kind](run=loop, agent=agent, transfer=TransferConfig(source=source_dir))
+    return kind, CLASSES[kind](run=loop, agent=source.agent, transfer=TransferConfig(source=source_dir))
 
 
 def parse(argv=None):

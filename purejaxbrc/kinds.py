@@ -133,9 +133,9 @@ def prepare(kind: str, experiment: Experiment) -> Prepared:
     experiment = dataclasses.replace(experiment, run=with_defaults(experiment.run, len(names)))
     validate_run(experiment.run, len(names))
     experiment.agent.validate()
+    variants = sweep.resolve(experiment.run, experiment.agent, spec.agent_config)
     if getattr(experiment, "transfer", None) is not None:
         from purejaxbrc import transfer
-        experiment = transfer.with_source(experiment, kind, names)
+        experiment = transfer.with_source(experiment, kind, names, variants)
     spec.check(experiment, names)
-    variants = sweep.resolve(experiment.run, experiment.agent, spec.agent_config)
     return Prepared(experiment, names, variants)

@@ -35,7 +35,6 @@ import tyro
 
 from purejaxbrc import distributed
 from purejaxbrc.config import ConfigError, Experiment, flag
-from purejaxbrc import sweep
 
 MODES = ("finetune", "embedding", "scratch")
 
@@ -67,19 +66,26 @@ class TransferExperiment(Experiment):
     transfer: tyro.conf.OmitArgPrefixes[TransferConfig] = TransferConfig()
 
 
-def with_source(experiment: Experiment, kind: str, names) -> Experiment:
-    """`experiment` with its TransferConfig completed from the pretrained run, every input
-    checked against it (ConfigError, one line): the run exists and is of this kind with a
-    readable checkpoint and a task embedding, the architecture is the pretrained one, and
-    every task fits the pretrained padded sizes."""
-    from purejaxbrc.checkpoint import Checkpoints
+def pretrained(run_dir: str):
+    """`(kind, experiment, variants, stored config.json)` of a pretrained run, the experiment's
+    agent holding the values it trained with (a one-variant sweep's included)."""
     from purejaxbrc.evaluate import load_config
+    kind, source, variants, stored = load_config(Path(run_dir))
+    if len(variants) == 1:
+        source = replace(source, agent=replace(source.agent, **variants[0]))
+    return kind, source, variants, stored
+
+
+def with_source(experiment: Experiment, kind: str, names, variants) -> Experiment:
+    """`experiment` (whose resolved sweep is `variants`) with its TransferConfig completed from
+    the pretrained run, every input checked against it (ConfigError, one line): the run exists
+    and is of this kind with a readable checkpoint and a task embedding, the architecture is
+    the pretrained one, and every task fits the pretrained padded sizes."""
+    from purejaxbrc.checkpoint import Checkpoints
     t = experiment.transfer
     if not t.source:
         raise ConfigError("--from RUN_DIR is required: the pretrained run to start from")
-    source_kind, source, source_variants, stored = load_config(Path(t.source))
-    if len(source_variants) == 1:  # a one-variant sweep: its values are the ones trained with
-        source = replace(source, agent=replace(source.agent, **source_variants[0]))
+    source_kind, source, source_variants, stored = pretrained(t.source)
     if source_kind != kind:
         raise ConfigError(f"--from {t.source} holds a {source_kind} run; this is a {kind} transfer")
     if "transfer" in stored:
@@ -101,7 +107,7 @@ def with_source(experiment: Experiment, kind: str, names) -> Experiment:
     if t.mode != "scratch":
         # The pretrained critic's logits are on its own support and discount, and its
         # temperature is carried over: these values cannot differ or be swept.
-        swept = {k for v in sweep.resolve(experiment.run, experiment.agent, type(experiment.agent)) for k in v}
+        swept = {k for v in variants for k in v}
         for field in ("v_max", "gamma", "init_alpha"):
             if field in swept:
                 raise ConfigError(f"--sweep {field}: a {t.mode} transfer starts from the pretrained "
