@@ -134,7 +134,7 @@ def width_sweep(args: Args, log) -> list[dict]:
                                              SACConfig(critic_width=width)), chunk=chunk)
         experiment = experiment.replace(warmup_iterations=warmup)
         log(f"width sweep: critic width {width}, batch {batch} ...")
-        record = dict(measure_fused("mjx", experiment, timed_chunks=2), name=f"width={width}/batch={batch}",
+        record = dict(measure_fused("mjx", experiment, timed_chunks=args.timed_chunks), name=f"width={width}/batch={batch}",
                       sweep="critic_width")
         ref = reference.get(("cartpole-swingup", width, batch))
         if ref:

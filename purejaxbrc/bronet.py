@@ -33,9 +33,9 @@ class Dense(eqx.Module):
 
 
 def matmul(x, w):
-    """`x @ w`. On CPU its gradient feeds XLA explicitly transposed operands: XLA:CPU runs a dot
-    on its fast YNNPACK path only when neither operand is transposed, and the backward pass's
-    `dy @ w.T` and `x.T @ dy` otherwise fall back to a slower kernel (10% of an iteration here).
+    """`x @ w`. On CPU its weight gradient contracts an explicitly transposed input: XLA:CPU's
+    YNNPACK dot runs `x.T @ dy` over the batch axis 30-45% slower (widths 256-1024) than the
+    product of a transposed copy; the input gradient `dy @ w.T` runs at full speed as it is.
     Elsewhere the plain product: GPU matmul libraries take transposed operands natively."""
     return _matmul_cpu(x, w) if jax.default_backend() == "cpu" else x @ w
 
@@ -52,10 +52,9 @@ def _matmul_cpu_fwd(x, w):
 def _matmul_cpu_bwd(residuals, g):
     x, w = residuals
     x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
-    # The barriers keep XLA from folding the transposes back into the dots' dimension numbers.
-    w_t = jax.lax.optimization_barrier(w.T)
+    # The barrier keeps XLA from folding the transpose back into the dot's dimension numbers.
     x_t = jax.lax.optimization_barrier(x2.T)
-    return (g2 @ w_t).reshape(x.shape), x_t @ g2
+    return g @ w.T, x_t @ g2
 
 
 _matmul_cpu.defvjp(_matmul_cpu_fwd, _matmul_cpu_bwd)
