@@ -6,13 +6,12 @@ Data flows one way: env -> transition -> buffer -> batch -> update -> params -> 
 - `init(key, hparams)`: a fresh `TrainState` for one member. `hparams` holds the member's
   swept hyperparameters (`{}` without a sweep: every hyperparameter is then a constant).
 - `chunk(state, it, learn_from=None)`: `env.refill` (fresh initial states for the episodes
-  that ended, off the per-step path), then `config.chunk` iterations: a loop of acting-only
-  iterations up to `learn_from`, then a loop of learning ones. One iteration: act (uniform
-  random during warm-up), step every task, insert, update the reward normaliser, and in the
-  learning loop `utd` gradient steps. `learn_from` defaults to the end of warm-up; it is later
-  after a resume whose replay buffers were not checkpointed, so they refill first. `it` and
-  `learn_from` are passed unbatched, so under a vmap over seeds the loops' bounds and the
-  warm-up switch stay unbatched.
+  that ended, off the per-step path), then `config.chunk` iterations in one `lax.scan`. One
+  iteration: act (uniform random during warm-up), step every task, insert, update the reward
+  normaliser, then `utd` gradient steps from iteration `learn_from` on (default: the end of
+  warm-up; later after a resume whose replay buffers were not checkpointed, so they refill
+  first). `it` and `learn_from` are passed unbatched, so under a vmap over seeds the warm-up
+  switch and the gradient-step count stay unbatched.
 - `evaluate(state, iteration)`: deterministic policy, `eval_episodes` per task -> `[T]` means,
   on environments seeded by `fold_in(eval_key, iteration)`.
 - `train(key, hparams)`: the whole run as one pure function (no host in the loop).
@@ -76,64 +75,65 @@ def make_train(config, env, eval_env, agent) -> Trainer:
             eval_key=jax.random.fold_in(key, 0x5EED), hparams=hparams,
         )
 
-    def gradient_steps(agent_state, buf, norm, key, hp):
-        def one(agent_state, k):
-            k_batch, k_update = jax.random.split(k)
+    def gradient_steps(agent_state, buf, norm, key, hp, steps):
+        """`steps` gradient steps (traced: `utd` once learning, 0 before) -> the agent state and
+        the sum of their metrics. A loop whose trip count may be zero, not a `lax.cond` around
+        the update: XLA:CPU copies the agent state through a conditional (3-5% of a learning
+        iteration), and the chunk keeps one loop body (one copy of the environment step to
+        compile)."""
+        keys = jax.random.split(key, config.utd)
+
+        def one(i, carry):
+            agent_state, sums = carry
+            k_batch, k_update = jax.random.split(keys[i])
             batch, batch_tasks = buffer.sample(buf, k_batch, config.batch_size)
             scale = normalizer.scale(norm, hp["v_max"], agent.reward_allowance(agent_state, hp))
-            return agent.update(agent_state, batch, batch_tasks, scale, k_update, hp)
-        agent_state, metrics = jax.lax.scan(one, agent_state, jax.random.split(key, config.utd))
-        return agent_state, jax.tree.map(jnp.mean, metrics)
+            agent_state, metrics = agent.update(agent_state, batch, batch_tasks, scale, k_update, hp)
+            return agent_state, metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
 
-    def iterations(state: TrainState, start, stop, learn: bool):
-        """Iterations `start .. stop - 1` (a traced count, possibly none): act, step, insert,
-        normalise, and with `learn` the gradient steps. Returns the state and the sum of the
-        gradient steps' metrics. Learning and acting-only iterations are separate loops rather
-        than a branch per iteration: a per-iteration `lax.cond` around the update costs XLA:CPU
-        copies of the agent state and 3-5% of a learning iteration."""
+        shapes = jax.eval_shape(one, 0, (agent_state, None))[1]
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        return jax.lax.fori_loop(0, steps, one, (agent_state, zeros))
+
+    def iteration(carry, _):
+        state, it, learn_from, sums = carry
         hp = hp_of(state)
-        metric_shapes = jax.eval_shape(gradient_steps, state.agent, state.buffer, state.norm, state.key, hp)[1]
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
-
-        def body(carry):
-            state, it, sums = carry
-            key, k_act, k_env, k_update = jax.random.split(state.key, 4)
-            action = jax.lax.cond(
-                it < config.warmup_iterations,
-                lambda: agent.random_action(k_act, task_ids),
-                lambda: agent.explore(state.agent, _flat(state.obs), _flat(task_ids), k_act, it, hp)
-                .reshape(task_ids.shape + agent.action_shape),
-            )
-            env_state, step = env.step(state.env, action, k_env)
-            buf = buffer.add(state.buffer, Transition(
-                obs=state.obs, action=action, reward=step.reward, terminated=step.terminated,
-                truncated=step.truncated, next_obs=step.next_obs))
-            norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, hp["gamma"])
-            agent_state = state.agent
-            if learn:
-                agent_state, metrics = gradient_steps(agent_state, buf, norm, k_update, hp)
-                sums = jax.tree.map(jnp.add, sums, metrics)
-            new = state._replace(agent=agent_state, buffer=buf, norm=norm, env=env_state, obs=step.obs, key=key)
-            return new, it + 1, sums
-
-        state, _, sums = jax.lax.while_loop(lambda c: c[1] < stop, body, (state, start, zeros))
-        return state, sums
+        key, k_act, k_env, k_update = jax.random.split(state.key, 4)
+        action = jax.lax.cond(
+            it < config.warmup_iterations,
+            lambda: agent.random_action(k_act, task_ids),
+            lambda: agent.explore(state.agent, _flat(state.obs), _flat(task_ids), k_act, it, hp)
+            .reshape(task_ids.shape + agent.action_shape),
+        )
+        env_state, step = env.step(state.env, action, k_env)
+        buf = buffer.add(state.buffer, Transition(
+            obs=state.obs, action=action, reward=step.reward, terminated=step.terminated,
+            truncated=step.truncated, next_obs=step.next_obs))
+        norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, hp["gamma"])
+        steps = jnp.where(it < learn_from, 0, config.utd).astype(jnp.int32)
+        agent_state, step_sums = gradient_steps(state.agent, buf, norm, k_update, hp, steps)
+        sums = jax.tree.map(jnp.add, sums, step_sums)
+        new = state._replace(agent=agent_state, buffer=buf, norm=norm, env=env_state, obs=step.obs, key=key)
+        return (new, it + 1, learn_from, sums), None
 
     def chunk(state: TrainState, it, learn_from=None):
-        """`config.chunk` iterations from `it`: acting only before `learn_from`, then learning.
-        Metrics: the mean over the chunk's learning iterations (zeros if it has none)."""
+        """`config.chunk` iterations from `it`; gradient steps from iteration `learn_from` on.
+        Metrics: the mean over the chunk's gradient steps, and their count `gradient_steps`
+        (with none, every mean reads 0)."""
         learn_from = config.warmup_iterations if learn_from is None else learn_from
         # Once per chunk, off the per-step path: environments redraw the initial states their
         # ended episodes used (MJX's reset pool).
         key, k_refill = jax.random.split(state.key)
         state = state._replace(env=env.refill(state.env, k_refill), key=key)
-        it = jnp.asarray(it, jnp.int32)
+        it, learn_from = jnp.asarray(it, jnp.int32), jnp.asarray(learn_from, jnp.int32)
+        shapes = jax.eval_shape(gradient_steps, state.agent, state.buffer, state.norm, state.key,
+                                hp_of(state), 0)[1]
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        (state, _, _, sums), _ = jax.lax.scan(iteration, (state, it, learn_from, zeros), None, length=config.chunk)
         end = it + config.chunk
-        switch = jnp.clip(jnp.asarray(learn_from, jnp.int32), it, end)
-        state, _ = iterations(state, it, switch, learn=False)
-        state, sums = iterations(state, switch, end, learn=True)
-        learning = jnp.maximum(end - switch, 1).astype(jnp.float32)
-        return state, jax.tree.map(lambda x: x / learning, sums)
+        steps = (end - jnp.clip(learn_from, it, end)) * config.utd
+        means = jax.tree.map(lambda x: x / jnp.maximum(steps, 1).astype(x.dtype), sums)
+        return state, {**means, "gradient_steps": steps}
 
     eval_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None],
                                 (num_tasks, eval_env.num_envs))

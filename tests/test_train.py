@@ -52,6 +52,32 @@ def test_same_seed_same_numbers(trainer):
     assert float(ma["critic_loss"][0]) > 0  # learning chunks ran
 
 
+def adam_steps(opt_state) -> int:
+    counts = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(opt_state) if "count" in jax.tree_util.keystr(path)]
+    return int(counts[0][0])
+
+
+def test_learning_starts_inside_a_chunk(trainer):
+    """Gradient steps from iteration `learn_from` on, also inside a chunk (utd per iteration);
+    the chunk's metrics are the mean over its gradient steps, with their count. A chunk wholly
+    before `learn_from` (a resume refilling its buffers) takes none and leaves the agent as it was."""
+    one = program(trainer, seed=1)
+    state = one.fresh_state()
+    chunk = one.compile_chunk(state, 0, 20)
+    for it in (0, 10):
+        state, metrics, _ = chunk(state, jnp.int32(it), jnp.int32(20))
+        assert int(metrics["gradient_steps"][0]) == 0 and float(metrics["critic_loss"][0]) == 0.0
+    state, metrics, _ = chunk(state, jnp.int32(20), jnp.int32(25))  # learns in iterations 25..29
+    assert int(metrics["gradient_steps"][0]) == 5 * TINY.run.utd
+    assert adam_steps(state.agent.critic_opt) == 5 * TINY.run.utd
+    assert float(metrics["critic_loss"][0]) > 0
+    before = [np.asarray(x) for x in jax.tree.leaves(state.agent)]
+    state, metrics, _ = chunk(state, jnp.int32(30), jnp.int32(100))
+    assert int(metrics["gradient_steps"][0]) == 0
+    for x, y in zip(before, jax.tree.leaves(state.agent)):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_population_equals_separate_runs(trainer):
     """Seeds 5 and 6 in one vmapped program agree with each run alone (a one-member program runs
     unvmapped); MJX's batched solvers round differently under a vmap, hence the tolerance."""
