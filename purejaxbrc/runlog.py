@@ -126,7 +126,7 @@ class RunLog:
             return
         rows = []
         for m, (seed, v) in enumerate(zip(self.seeds, self.variant_of)):
-            extra = {k: float(np.asarray(val)[m]) for k, val in (train_metrics or {}).items()}
+            extra = {k: np.asarray(val)[m].item() for k, val in (train_metrics or {}).items()}
             for t, task in enumerate(self.task_names):
                 rows.append(dict(iteration=iteration, env_steps=env_steps, seed=seed, variant=v,
                                  hparams=self.variants[v], task=task, eval_return=float(returns[m, t]),

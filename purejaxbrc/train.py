@@ -51,6 +51,12 @@ def _flat(x):
     return x.reshape((-1,) + x.shape[2:])
 
 
+def update_loop_may_skip() -> bool:
+    """Whether the per-iteration update is a loop of 0 or `utd` trips (CPU) rather than a
+    `lax.cond` around `utd` trips (elsewhere); both give the same numbers."""
+    return jax.default_backend() == "cpu"
+
+
 def make_train(config, env, eval_env, agent) -> Trainer:
     """`config`: the loop's `RunConfig`; `agent`: a SACAgent or DQNAgent."""
     num_tasks, num_envs = env.num_tasks, env.num_envs
@@ -75,28 +81,32 @@ def make_train(config, env, eval_env, agent) -> Trainer:
             eval_key=jax.random.fold_in(key, 0x5EED), hparams=hparams,
         )
 
-    def gradient_steps(agent_state, buf, norm, key, hp, steps):
+    def sample_and_update(agent_state, buf, norm, key, hp):
+        k_batch, k_update = jax.random.split(key)
+        batch, batch_tasks = buffer.sample(buf, k_batch, config.batch_size)
+        scale = normalizer.scale(norm, hp["v_max"], agent.reward_allowance(agent_state, hp))
+        return agent.update(agent_state, batch, batch_tasks, scale, k_update, hp)
+
+    def gradient_steps(agent_state, buf, norm, key, hp, steps, sums):
         """`steps` gradient steps (traced: `utd` once learning, 0 before) -> the agent state and
-        the sum of their metrics. A loop whose trip count may be zero, not a `lax.cond` around
-        the update: XLA:CPU copies the agent state through a conditional (3-5% of a learning
-        iteration), and the chunk keeps one loop body (one copy of the environment step to
-        compile)."""
+        `sums` plus the sum of their metrics. On CPU a loop whose trip count may be zero: XLA:CPU
+        copies the agent state through a `lax.cond`. Elsewhere a `lax.cond` around a loop of
+        known length: on GPU a loop of unknown length reads its condition on the host every
+        trip (not yet measured there)."""
         keys = jax.random.split(key, config.utd)
 
         def one(i, carry):
             agent_state, sums = carry
-            k_batch, k_update = jax.random.split(keys[i])
-            batch, batch_tasks = buffer.sample(buf, k_batch, config.batch_size)
-            scale = normalizer.scale(norm, hp["v_max"], agent.reward_allowance(agent_state, hp))
-            agent_state, metrics = agent.update(agent_state, batch, batch_tasks, scale, k_update, hp)
-            return agent_state, metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+            agent_state, metrics = sample_and_update(agent_state, buf, norm, keys[i], hp)
+            return agent_state, jax.tree.map(jnp.add, sums, metrics)
 
-        shapes = jax.eval_shape(one, 0, (agent_state, None))[1]
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        return jax.lax.fori_loop(0, steps, one, (agent_state, zeros))
+        if update_loop_may_skip():
+            return jax.lax.fori_loop(0, steps, one, (agent_state, sums))
+        return jax.lax.cond(steps > 0, lambda: jax.lax.fori_loop(0, config.utd, one, (agent_state, sums)),
+                            lambda: (agent_state, sums))
 
     def iteration(carry, _):
-        state, it, learn_from, sums = carry
+        state, it, learn_from, sums, count = carry
         hp = hp_of(state)
         key, k_act, k_env, k_update = jax.random.split(state.key, 4)
         action = jax.lax.cond(
@@ -111,10 +121,9 @@ def make_train(config, env, eval_env, agent) -> Trainer:
             truncated=step.truncated, next_obs=step.next_obs))
         norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, hp["gamma"])
         steps = jnp.where(it < learn_from, 0, config.utd).astype(jnp.int32)
-        agent_state, step_sums = gradient_steps(state.agent, buf, norm, k_update, hp, steps)
-        sums = jax.tree.map(jnp.add, sums, step_sums)
+        agent_state, sums = gradient_steps(state.agent, buf, norm, k_update, hp, steps, sums)
         new = state._replace(agent=agent_state, buffer=buf, norm=norm, env=env_state, obs=step.obs, key=key)
-        return (new, it + 1, learn_from, sums), None
+        return (new, it + 1, learn_from, sums, count + steps), None
 
     def chunk(state: TrainState, it, learn_from=None):
         """`config.chunk` iterations from `it`; gradient steps from iteration `learn_from` on.
@@ -126,14 +135,12 @@ def make_train(config, env, eval_env, agent) -> Trainer:
         key, k_refill = jax.random.split(state.key)
         state = state._replace(env=env.refill(state.env, k_refill), key=key)
         it, learn_from = jnp.asarray(it, jnp.int32), jnp.asarray(learn_from, jnp.int32)
-        shapes = jax.eval_shape(gradient_steps, state.agent, state.buffer, state.norm, state.key,
-                                hp_of(state), 0)[1]
+        shapes = jax.eval_shape(sample_and_update, state.agent, state.buffer, state.norm, state.key, hp_of(state))[1]
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        (state, _, _, sums), _ = jax.lax.scan(iteration, (state, it, learn_from, zeros), None, length=config.chunk)
-        end = it + config.chunk
-        steps = (end - jnp.clip(learn_from, it, end)) * config.utd
-        means = jax.tree.map(lambda x: x / jnp.maximum(steps, 1).astype(x.dtype), sums)
-        return state, {**means, "gradient_steps": steps}
+        carry = (state, it, learn_from, zeros, jnp.int32(0))
+        (state, _, _, sums, count), _ = jax.lax.scan(iteration, carry, None, length=config.chunk)
+        means = jax.tree.map(lambda x: x / jnp.maximum(count, 1).astype(x.dtype), sums)
+        return state, {**means, "gradient_steps": count}
 
     eval_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None],
                                 (num_tasks, eval_env.num_envs))

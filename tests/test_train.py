@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_mjx  # noqa: E402
 from purejaxbrc import kinds  # noqa: E402
+from purejaxbrc import train as train_module  # noqa: E402
 from purejaxbrc.config import Experiment, RunConfig  # noqa: E402
 from purejaxbrc.run import Program, make_population  # noqa: E402
 from purejaxbrc.sac import SACConfig  # noqa: E402
@@ -57,25 +58,44 @@ def adam_steps(opt_state) -> int:
     return int(counts[0][0])
 
 
-def test_learning_starts_inside_a_chunk(trainer):
-    """Gradient steps from iteration `learn_from` on, also inside a chunk (utd per iteration);
-    the chunk's metrics are the mean over its gradient steps, with their count. A chunk wholly
-    before `learn_from` (a resume refilling its buffers) takes none and leaves the agent as it was."""
-    one = program(trainer, seed=1)
+def learning_inside_a_chunk(monkeypatch, may_skip: bool):
+    monkeypatch.setattr(train_module, "update_loop_may_skip", lambda: may_skip)
+    exp, names, _ = kinds.prepare("mjx", TINY.replace(run_dir="/nonexistent/unused"))
+    env, eval_env, agent = kinds.build_mjx(exp, names)
+    update = agent.update
+
+    def marked(*args):  # every gradient step reports q_mean 1
+        state, metrics = update(*args)
+        return state, dict(metrics, q_mean=jnp.float32(1.0))
+    agent.update = marked
+    one = program(make_train(exp.run, env, eval_env, agent), seed=1)
     state = one.fresh_state()
     chunk = one.compile_chunk(state, 0, 20)
     for it in (0, 10):
         state, metrics, _ = chunk(state, jnp.int32(it), jnp.int32(20))
-        assert int(metrics["gradient_steps"][0]) == 0 and float(metrics["critic_loss"][0]) == 0.0
+        assert int(metrics["gradient_steps"][0]) == 0 and float(metrics["q_mean"][0]) == 0.0
     state, metrics, _ = chunk(state, jnp.int32(20), jnp.int32(25))  # learns in iterations 25..29
     assert int(metrics["gradient_steps"][0]) == 5 * TINY.run.utd
     assert adam_steps(state.agent.critic_opt) == 5 * TINY.run.utd
-    assert float(metrics["critic_loss"][0]) > 0
-    before = [np.asarray(x) for x in jax.tree.leaves(state.agent)]
+    assert float(metrics["q_mean"][0]) == 1.0 and float(metrics["critic_loss"][0]) > 0
+    before = [np.asarray(x).copy() for x in jax.tree.leaves(state.agent)]
     state, metrics, _ = chunk(state, jnp.int32(30), jnp.int32(100))
     assert int(metrics["gradient_steps"][0]) == 0
     for x, y in zip(before, jax.tree.leaves(state.agent)):
         np.testing.assert_array_equal(x, y)
+    return before
+
+
+def test_learning_starts_inside_a_chunk(monkeypatch):
+    """Gradient steps from iteration `learn_from` on, also inside a chunk (utd per iteration);
+    the chunk's metrics are the mean over its gradient steps (not over its iterations), with
+    their count. A chunk wholly before `learn_from` (a resume refilling its buffers) takes none
+    and leaves the agent as it was. The CPU's update loop (0 or utd trips) and the
+    accelerators' cond around utd trips agree."""
+    loop = learning_inside_a_chunk(monkeypatch, True)
+    cond = learning_inside_a_chunk(monkeypatch, False)
+    for x, y in zip(loop, cond):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
 def test_population_equals_separate_runs(trainer):
