@@ -116,10 +116,19 @@ SWEEPS = {"num_seeds": (1, 2, 4, 8), "num_envs": (1, 4, 16), "critic_width": (64
 
 
 # -- the width sweep ---------------------------------------------------------------------------
+def width_experiment(width: int, batch: int) -> Experiment:
+    """The configuration the authors' code was timed on: CartpoleSwingup (a cheap reset), one
+    seed, UTD 2, the default actor (width 256), critic width and batch as given. Chunks shrink
+    with width so each lasts seconds; the warm-up covers one batch."""
+    chunk = max(10, 25_600 // width)
+    experiment = bench_config(Experiment(RunConfig(tasks="CartpoleSwingup", batch_size=batch, utd=2,
+                                                   buffer_capacity=100_000),
+                                         SACConfig(critic_width=width)), chunk=chunk)
+    return experiment.replace(warmup_iterations=-(-batch // chunk) * chunk)
+
+
 def width_sweep(args: Args, log) -> list[dict]:
-    """The configuration the authors' code was timed on: one task with a cheap reset, one seed,
-    UTD 2, the default actor (width 256), the critic width and batch varied. Chunks shrink with
-    width so each lasts seconds; warm-up covers one batch."""
+    """Learning iterations/s of `width_experiment` per `--widths` pair, beside the authors' code."""
     reference = {}
     if Path(args.reference).exists():
         for r in json.loads(Path(args.reference).read_text())["records"]:
@@ -127,12 +136,7 @@ def width_sweep(args: Args, log) -> list[dict]:
     records = []
     for pair in args.widths.split(","):
         width, batch = (int(v) for v in pair.split(":"))
-        chunk = max(10, 25_600 // width)
-        warmup = -(-batch // chunk) * chunk
-        experiment = bench_config(Experiment(RunConfig(tasks="CartpoleSwingup", batch_size=batch, utd=2,
-                                                       buffer_capacity=100_000),
-                                             SACConfig(critic_width=width)), chunk=chunk)
-        experiment = experiment.replace(warmup_iterations=warmup)
+        experiment = width_experiment(width, batch)
         log(f"width sweep: critic width {width}, batch {batch} ...")
         record = dict(measure_fused("mjx", experiment, timed_chunks=args.timed_chunks), name=f"width={width}/batch={batch}",
                       sweep="critic_width")
@@ -225,9 +229,35 @@ def peak_memory(compiled) -> tuple[int, str]:
     return int(total), "XLA memory_analysis of the chunk (arguments + outputs + temporaries - donated)"
 
 
-def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
-    """Compile the population's chunk, run one warm-up chunk (env only), then time
-    `timed_chunks` learning chunks."""
+@dataclass
+class Started:
+    """A compiled chunk past its warm-up: `advance` runs learning chunks from where it stands."""
+
+    kind: str
+    experiment: Experiment
+    names: tuple[str, ...]
+    agent: object
+    chunk: object  # the compiled chunk: (state, it, learn_from) -> (state, metrics, info)
+    state: object
+    it: int
+    compile_s: float
+    env_only_s: float  # seconds per warm-up chunk (act, step, insert; no gradient steps)
+
+    def advance(self, chunks: int) -> tuple[float, float]:
+        """Run `chunks` chunks; their wall seconds and the cores this process kept busy."""
+        learn_from = jnp.int32(self.experiment.run.warmup_iterations)
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
+        for _ in range(chunks):
+            self.state, metrics, _ = self.chunk(self.state, jnp.int32(self.it), learn_from)
+            self.it += self.experiment.run.chunk
+        jax.block_until_ready((self.state, metrics))
+        wall = time.perf_counter() - t0
+        return wall, (cpu_seconds() - cpu0) / wall
+
+
+def start_fused(kind: str, experiment: Experiment) -> Started:
+    """Compile the population's chunk (the program the run loop calls), run the warm-up chunks
+    (env only) and one learning chunk, untimed."""
     spec = kinds.get(kind)
     config = experiment.run
     names = spec.resolve_tasks(config.tasks)
@@ -238,7 +268,7 @@ def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
     learn_from = jnp.int32(config.warmup_iterations)
 
     t0 = time.perf_counter()
-    chunk = program.compile_chunk(state, 0, learn_from)  # the program the run loop calls
+    chunk = program.compile_chunk(state, 0, learn_from)
     compile_s = time.perf_counter() - t0
 
     warmup_chunks = len(range(0, config.warmup_iterations, config.chunk))
@@ -247,31 +277,31 @@ def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
         state, _, _ = chunk(state, jnp.int32(it), learn_from)
     jax.block_until_ready(state)
     env_only_s = (time.perf_counter() - t0) / warmup_chunks
-    it = config.warmup_iterations
-    state, _, _ = chunk(state, jnp.int32(it), learn_from)  # first learning chunk, untimed
-    jax.block_until_ready(state)
-    it += config.chunk
-    t0, cpu0 = time.perf_counter(), cpu_seconds()
-    for _ in range(timed_chunks):
-        state, metrics, _ = chunk(state, jnp.int32(it), learn_from)
-        it += config.chunk
-    jax.block_until_ready((state, metrics))
-    run_s = time.perf_counter() - t0
-    cores = (cpu_seconds() - cpu0) / run_s
+    started = Started(kind, experiment, names, agent, chunk, state, config.warmup_iterations,
+                      compile_s, env_only_s)
+    started.advance(1)  # the first learning chunk
+    return started
+
+
+def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
+    """Start the chunk (`start_fused`), then time `timed_chunks` learning chunks."""
+    started = start_fused(kind, experiment)
+    run_s, cores = started.advance(timed_chunks)
+    config, names, env_only_s = experiment.run, started.names, started.env_only_s
 
     its = timed_chunks * config.chunk
     steps_per_it = config.num_seeds * len(names) * config.num_envs
-    flops = update_flops(agent, state, config, len(names))
+    flops = update_flops(started.agent, started.state, config, len(names))
     grad_steps_per_s = its * config.utd * config.num_seeds / run_s
     peak, peak_source = peak_flops(experiment.agent.critic_matmul_dtype)
-    memory, memory_source = peak_memory(chunk)
+    memory, memory_source = peak_memory(started.chunk)
     return dict(
         kind=kind, tasks=list(names), num_tasks=len(names), num_seeds=config.num_seeds,
         num_envs=config.num_envs, critic_width=experiment.agent.critic_width,
         actor_width=getattr(experiment.agent, "actor_width", None),
         batch_size=config.batch_size, utd=config.utd, matmul_dtype=experiment.agent.critic_matmul_dtype,
         chunk_iterations=config.chunk, timed_iterations=its,
-        compile_s=compile_s, run_s=run_s,
+        compile_s=started.compile_s, run_s=run_s,
         iterations_per_s=its / run_s, env_steps_per_s=its * steps_per_it / run_s,
         grad_steps_per_s=grad_steps_per_s,
         env_only_iterations_per_s=config.chunk / env_only_s,
