@@ -4,6 +4,7 @@ themselves are never asserted here (they belong to bench/, not to tests)."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,29 @@ def test_bad_flags_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown --configs nope")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_choices_counts_the_thunks_holding_dots():
+    import jax
+    import jax.numpy as jnp
+
+    from bench.choices import matmul_thunks
+
+    x = jnp.ones((8, 16), jnp.float32)
+    hlo = jax.jit(lambda a, b: jnp.tanh(a @ b) * 2.0).lower(x, x.T).compile().as_text()
+    entry = hlo[hlo.index("\nENTRY"):]
+    ops = {m.group(1): (m.group(2), re.findall(r"%([\w.\-]+)", m.group(3)))  # name -> opcode, operands
+           for m in re.finditer(r"%([\w.\-]+) = \S+ (\w+)\(([^)]*)\)", entry)}
+    params = {n for n, (op, _) in ops.items() if op == "parameter"}
+    (dot,) = matmul_thunks(hlo) & set(ops)
+    assert set(ops[dot][1]) == params  # the thunk taking a and b is the product
+    (elementwise,) = set(ops) - params - {dot}
+    assert ops[elementwise][1] == [dot]  # tanh(...) * 2 of it is not counted
+
+
+def test_choices_bad_widths_exit_2():
+    env = dict(os.environ, PUREJAXBRC_CACHE=CACHE)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "choices.py"), "--widths", "512"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --widths '512'")
