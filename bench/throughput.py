@@ -116,6 +116,17 @@ SWEEPS = {"num_seeds": (1, 2, 4, 8), "num_envs": (1, 4, 16), "critic_width": (64
 
 
 # -- the width sweep ---------------------------------------------------------------------------
+def parse_widths(text: str) -> list[tuple[int, int]]:
+    """`--widths`: comma-separated critic_width:batch_size pairs."""
+    try:
+        pairs = [tuple(int(v) for v in pair.split(":")) for pair in text.split(",")]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 or min(p) <= 0 for p in pairs):
+        raise ConfigError(f"--widths {text!r}: expected positive critic_width:batch_size pairs, e.g. 512:256")
+    return pairs
+
+
 def width_experiment(width: int, batch: int) -> Experiment:
     """The configuration the authors' code was timed on: CartpoleSwingup (a cheap reset), one
     seed, UTD 2, the default actor (width 256), critic width and batch as given. Chunks shrink
@@ -134,8 +145,7 @@ def width_sweep(args: Args, log) -> list[dict]:
         for r in json.loads(Path(args.reference).read_text())["records"]:
             reference[(r["task"], r["critic_width"], r["batch_size"])] = r
     records = []
-    for pair in args.widths.split(","):
-        width, batch = (int(v) for v in pair.split(":"))
+    for width, batch in parse_widths(args.widths):
         experiment = width_experiment(width, batch)
         log(f"width sweep: critic width {width}, batch {batch} ...")
         record = dict(measure_fused("mjx", experiment, timed_chunks=args.timed_chunks), name=f"width={width}/batch={batch}",
@@ -233,7 +243,6 @@ def peak_memory(compiled) -> tuple[int, str]:
 class Started:
     """A compiled chunk past its warm-up: `advance` runs learning chunks from where it stands."""
 
-    kind: str
     experiment: Experiment
     names: tuple[str, ...]
     agent: object
@@ -244,7 +253,8 @@ class Started:
     env_only_s: float  # seconds per warm-up chunk (act, step, insert; no gradient steps)
 
     def advance(self, chunks: int) -> tuple[float, float]:
-        """Run `chunks` chunks; their wall seconds and the cores this process kept busy."""
+        """Run `chunks` (> 0) chunks; their wall seconds and the cores this process kept busy."""
+        assert chunks > 0, chunks
         learn_from = jnp.int32(self.experiment.run.warmup_iterations)
         t0, cpu0 = time.perf_counter(), cpu_seconds()
         for _ in range(chunks):
@@ -277,7 +287,7 @@ def start_fused(kind: str, experiment: Experiment) -> Started:
         state, _, _ = chunk(state, jnp.int32(it), learn_from)
     jax.block_until_ready(state)
     env_only_s = (time.perf_counter() - t0) / warmup_chunks
-    started = Started(kind, experiment, names, agent, chunk, state, config.warmup_iterations,
+    started = Started(experiment, names, agent, chunk, state, config.warmup_iterations,
                       compile_s, env_only_s)
     started.advance(1)  # the first learning chunk
     return started
@@ -419,6 +429,7 @@ def main(args: Args):
         raise ConfigError(f"unknown --configs {', '.join(unknown)}; known: {', '.join(all_configs)}")
     if args.timed_chunks <= 0 or args.compare_seeds <= 0 or 0 < args.compare_steps < 300:
         raise ConfigError("--timed-chunks and --compare-seeds must be > 0, --compare-steps 0 or >= 300")
+    parse_widths(args.widths)
     out = Path(args.out or f"bench/results/{device_slug()}-{datetime.date.today().isoformat()}.json")
     enable_compilation_cache()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731

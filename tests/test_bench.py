@@ -44,27 +44,40 @@ def test_bad_flags_exit_2(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_choices_counts_the_thunks_holding_dots():
+def test_choices_tells_matmul_thunks_from_the_rest():
     import jax
     import jax.numpy as jnp
+    import pytest
 
-    from bench.choices import matmul_thunks
+    from bench.choices import thunk_kinds
 
+    if jax.default_backend() != "cpu":
+        pytest.skip("the CPU runtime's thunks")
     x = jnp.ones((8, 16), jnp.float32)
     hlo = jax.jit(lambda a, b: jnp.tanh(a @ b) * 2.0).lower(x, x.T).compile().as_text()
     entry = hlo[hlo.index("\nENTRY"):]
-    ops = {m.group(1): (m.group(2), re.findall(r"%([\w.\-]+)", m.group(3)))  # name -> opcode, operands
-           for m in re.finditer(r"%([\w.\-]+) = \S+ (\w+)\(([^)]*)\)", entry)}
-    params = {n for n, (op, _) in ops.items() if op == "parameter"}
-    (dot,) = matmul_thunks(hlo) & set(ops)
-    assert set(ops[dot][1]) == params  # the thunk taking a and b is the product
-    (elementwise,) = set(ops) - params - {dot}
-    assert ops[elementwise][1] == [dot]  # tanh(...) * 2 of it is not counted
+    operands = {m.group(1): re.findall(r"%([\w.\-]+)", m.group(2))  # compute instruction -> operands
+                for m in re.finditer(r"%([\w.\-]+) = \S+ (?!parameter)\w+\(([^)]*)\)", entry)}
+    kinds = thunk_kinds(hlo)
+    (product,) = [n for n in operands if kinds[n] == "matmul"]
+    assert len(operands[product]) == 2  # the thunk taking a and b
+    (rest,) = [n for n in operands if kinds[n] == "other"]
+    assert operands[rest] == [product]  # tanh(...) * 2 of it
+
+    # Control flow is left out (its thunks contain the thunks they run); what it runs is kept.
+    square = jnp.ones((16, 16), jnp.float32)
+    loop = lambda a, flag: jax.lax.cond(flag, lambda: jax.lax.fori_loop(0, 3, lambda i, y: jnp.tanh(y @ a), a),
+                                        lambda: a)  # noqa: E731
+    kinds = thunk_kinds(jax.jit(loop).lower(square, True).compile().as_text())
+    assert "matmul" in kinds.values() and "other" in kinds.values()
+    assert not [n for n in kinds if n.startswith(("while", "cond", "call"))], kinds
 
 
-def test_choices_bad_widths_exit_2():
-    env = dict(os.environ, PUREJAXBRC_CACHE=CACHE)
+def test_bad_widths_exit_2(tmp_path):
+    env = dict(os.environ, PUREJAXBRC_CACHE=CACHE, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "choices.py"), "--widths", "512"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --widths '512'")
+    proc = bench("--width-sweep", "--widths", "512:0", out=tmp_path / "x.json")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --widths")
