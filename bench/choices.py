@@ -1,15 +1,15 @@
 """The CPU-specific implementation choices, each against the plain alternative, in one process.
 
-    python bench/choices.py                          # widths 128, 512 and 1024, 5 rounds
-    python bench/choices.py --widths 512:256 --rounds 3
+    python bench/choices.py                          # widths 128, 512 and 1024, 2 pairs of rounds
+    python bench/choices.py --widths 512:256 --pairs 3
 
 On the width sweep's configuration (`throughput.width_experiment`: CartpoleSwingup, one seed,
 UTD 2) it compiles the shipped chunk, a second copy of it (the A/A control: what the noise
-alone makes of a ratio), one chunk per alternative and one with every alternative at once,
-then times them in rounds of one chunk each, the order rotated every round so the machine's
-drift and the position in a round hit all of them alike. Per variant it reports the median,
-min and max over rounds of (shipped it/s) / (variant it/s) from the same round: above 1, the
-shipped choice is faster.
+alone makes of a ratio), one chunk per alternative and one with the plain matmul gradient and
+the plain LayerNorm together, then times them in pairs of rounds of one chunk each: a round in
+an order rotated from pair to pair, then the same order reversed, so a drift linear in time
+cancels within a pair. Per variant it reports the median, min and max over pairs of (shipped
+it/s) / (variant it/s), each over the pair's two rounds: above 1, the shipped choice is faster.
 
 Then one chunk of the shipped program runs under the XLA profiler and the time of its thunks
 per iteration is split into matmuls (dots and fusions holding one, LayerNorm's row-mean
@@ -45,8 +45,8 @@ from purejaxbrc.run import enable_compilation_cache, exit_on_error, run_info
 class Args:
     widths: str = "128:128,512:256,1024:256"
     """critic_width:batch_size pairs."""
-    rounds: int = 5
-    """Timed rounds; each runs one chunk of every variant."""
+    pairs: int = 2
+    """Timed pairs of rounds; a round runs one chunk of every variant."""
     profile: bool = True
     """Profile one chunk of the shipped program per width (matmul vs other thunk time)."""
     out: str = ""
@@ -54,9 +54,11 @@ class Args:
 
 
 def _plain_layer_norm(x, scale, bias, eps):
-    """LayerNorm as flax writes it: `jnp.mean` row statistics, gradient by autodiff."""
-    centred = x - jnp.mean(x, axis=-1, keepdims=True)
-    return centred * jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + eps) * scale + bias
+    """LayerNorm as flax's `nn.LayerNorm` computes it by default (one-pass variance), gradient
+    by autodiff."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=-1, keepdims=True) - jnp.square(mean))
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
 
 
 def _ynn_dots_only(lowered, batched_members: bool = True):
@@ -148,8 +150,8 @@ def profile_chunk(started) -> dict:
 
 
 # -- the A/B --------------------------------------------------------------------------------------
-def ab(width: int, batch: int, rounds: int, log):
-    """Per variant: it/s per round and the shipped/variant ratio per round; and the shipped
+def ab(width: int, batch: int, pairs: int, log):
+    """Per variant: it/s per pair of rounds and the shipped/variant ratio per pair; and the shipped
     `Started`, for the profile."""
     experiment = width_experiment(width, batch)
     log(f"width {width}, batch {batch}: compiling the shipped chunk twice and {len(ALTERNATIVES)} alternatives ...")
@@ -158,15 +160,19 @@ def ab(width: int, batch: int, rounds: int, log):
         with replaced(replacements):
             variants[name] = start_fused("mjx", experiment)
     names = list(variants)
-    rates = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: each leads in turn
-            wall, _ = variants[name].advance(1)
-            rates[name].append(experiment.run.chunk / wall)
-        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.2f}" for n, v in rates.items()))
-    ratios = {n: [s / a for s, a in zip(rates["shipped"], v)] for n, v in rates.items() if n != "shipped"}
-    record = dict(critic_width=width, batch_size=batch, chunk_iterations=experiment.run.chunk, rounds=rounds,
-                  iterations_per_s={n: dict(median=statistics.median(v), rounds=v) for n, v in rates.items()},
+    seconds = {name: [] for name in names}  # per pair: the variant's wall seconds over both rounds
+    for pair in range(pairs):
+        order = names[pair % len(names):] + names[:pair % len(names)]
+        for name in names:
+            seconds[name].append(0.0)
+        for name in order + order[::-1]:  # reversed: each variant's time offset to the others cancels
+            seconds[name][-1] += variants[name].advance(1)[0]
+        log(f"  pair {pair + 1}/{pairs}: " + ", ".join(f"{n} {2 * experiment.run.chunk / v[-1]:.2f}"
+                                                      for n, v in seconds.items()))
+    ratios = {n: [a / s for s, a in zip(seconds["shipped"], v)] for n, v in seconds.items() if n != "shipped"}
+    rates = {n: [2 * experiment.run.chunk / t for t in v] for n, v in seconds.items()}
+    record = dict(critic_width=width, batch_size=batch, chunk_iterations=experiment.run.chunk, pairs=pairs,
+                  iterations_per_s={n: dict(median=statistics.median(v), pairs=v) for n, v in rates.items()},
                   shipped_over={n: dict(median=statistics.median(v), min=min(v), max=max(v))
                                 for n, v in ratios.items()},
                   compile_s={n: s.compile_s for n, s in variants.items()})
@@ -174,8 +180,8 @@ def ab(width: int, batch: int, rounds: int, log):
 
 
 def main(args: Args):
-    if args.rounds <= 0:
-        raise ConfigError("--rounds must be > 0")
+    if args.pairs <= 0:
+        raise ConfigError("--pairs must be > 0")
     pairs = parse_widths(args.widths)
     if jax.default_backend() != "cpu":
         raise ConfigError("bench/choices.py compares CPU-specific choices: run it on the CPU backend")
@@ -184,7 +190,7 @@ def main(args: Args):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     records = []
     for width, batch in pairs:
-        record, shipped = ab(width, batch, args.rounds, log)
+        record, shipped = ab(width, batch, args.pairs, log)
         if args.profile:
             record["profile"] = profile_chunk(shipped)
         records.append(record)

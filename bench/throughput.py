@@ -254,7 +254,8 @@ class Started:
 
     def advance(self, chunks: int) -> tuple[float, float]:
         """Run `chunks` (> 0) chunks; their wall seconds and the cores this process kept busy."""
-        assert chunks > 0, chunks
+        if chunks <= 0:
+            raise ValueError(f"advance({chunks}): at least one chunk")
         learn_from = jnp.int32(self.experiment.run.warmup_iterations)
         t0, cpu0 = time.perf_counter(), cpu_seconds()
         for _ in range(chunks):
