@@ -27,6 +27,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -79,17 +80,12 @@ ALTERNATIVES["all plain (matmul, LayerNorm)"] = (ALTERNATIVES["autodiff matmul g
                                                  + ALTERNATIVES["plain LayerNorm (jnp.mean, autodiff)"])
 
 
-@contextlib.contextmanager
-def replaced(replacements):
+def replaced(replacements) -> contextlib.ExitStack:
     """`module.name = value` for each replacement while a variant is traced and compiled."""
-    olds = [(module, name, getattr(module, name)) for module, name, _ in replacements]
+    stack = contextlib.ExitStack()
     for module, name, value in replacements:
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for module, name, old in olds:
-            setattr(module, name, old)
+        stack.enter_context(mock.patch.object(module, name, value))
+    return stack
 
 
 # -- the profile ----------------------------------------------------------------------------------
@@ -163,12 +159,13 @@ def ab(width: int, batch: int, pairs: int, log):
     seconds = {name: [] for name in names}  # per pair: the variant's wall seconds over both rounds
     for pair in range(pairs):
         order = names[pair % len(names):] + names[:pair % len(names)]
-        for name in names:
-            seconds[name].append(0.0)
+        spent = dict.fromkeys(names, 0.0)
         for name in order + order[::-1]:  # reversed: each variant's time offset to the others cancels
-            seconds[name][-1] += variants[name].advance(1)[0]
-        log(f"  pair {pair + 1}/{pairs}: " + ", ".join(f"{n} {2 * experiment.run.chunk / v[-1]:.2f}"
-                                                      for n, v in seconds.items()))
+            spent[name] += variants[name].advance(1)[0]
+        for name in names:
+            seconds[name].append(spent[name])
+        log(f"  pair {pair + 1}/{pairs}: " + ", ".join(f"{n} {2 * experiment.run.chunk / t:.2f}"
+                                                      for n, t in spent.items()))
     ratios = {n: [a / s for s, a in zip(seconds["shipped"], v)] for n, v in seconds.items() if n != "shipped"}
     rates = {n: [2 * experiment.run.chunk / t for t in v] for n, v in seconds.items()}
     record = dict(critic_width=width, batch_size=batch, chunk_iterations=experiment.run.chunk, pairs=pairs,
@@ -182,14 +179,14 @@ def ab(width: int, batch: int, pairs: int, log):
 def main(args: Args):
     if args.pairs <= 0:
         raise ConfigError("--pairs must be > 0")
-    pairs = parse_widths(args.widths)
+    configurations = parse_widths(args.widths)
     if jax.default_backend() != "cpu":
         raise ConfigError("bench/choices.py compares CPU-specific choices: run it on the CPU backend")
     out = Path(args.out or f"bench/results/choices-{device_slug()}-{datetime.date.today().isoformat()}.json")
     enable_compilation_cache()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     records = []
-    for width, batch in pairs:
+    for width, batch in configurations:
         record, shipped = ab(width, batch, args.pairs, log)
         if args.profile:
             record["profile"] = profile_chunk(shipped)
