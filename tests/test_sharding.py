@@ -37,7 +37,7 @@ def command(run_dir, *extra):
 def environment(devices: int) -> dict:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     return dict(os.environ, PYTHONPATH=path, PUREJAXBRC_CACHE=CACHE, JAX_PLATFORMS="cpu",
-                XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip())
+                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
 def run(run_dir, devices: int, *extra) -> subprocess.CompletedProcess:
