@@ -9,15 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import pytest
+
+from bench.choices import thunk_kinds
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = os.environ.get("PUREJAXBRC_CACHE", str(ROOT / ".jax_cache"))
 
 
-def bench(*flags, out=None):
+def bench(*flags, out=None, script="throughput.py", timeout=600):
     env = dict(os.environ, PUREJAXBRC_CACHE=CACHE)
-    return subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), *flags]
+    return subprocess.run([sys.executable, str(ROOT / "bench" / script), *flags]
                           + ([f"--out={out}"] if out else []),
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
 
 
 def test_tiny_benchmark_writes_json(tmp_path):
@@ -45,12 +51,6 @@ def test_bad_flags_exit_2(tmp_path):
 
 
 def test_choices_tells_matmul_thunks_from_the_rest():
-    import jax
-    import jax.numpy as jnp
-    import pytest
-
-    from bench.choices import thunk_kinds
-
     if jax.default_backend() != "cpu":
         pytest.skip("the CPU runtime's thunks")
     x = jnp.ones((8, 16), jnp.float32)
@@ -74,9 +74,7 @@ def test_choices_tells_matmul_thunks_from_the_rest():
 
 
 def test_bad_widths_exit_2(tmp_path):
-    env = dict(os.environ, PUREJAXBRC_CACHE=CACHE, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "choices.py"), "--widths", "512"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    proc = bench("--widths", "512", script="choices.py", timeout=300)  # refused before it looks at the backend
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --widths '512'")
     proc = bench("--width-sweep", "--widths", "512:0", out=tmp_path / "x.json")
