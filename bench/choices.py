@@ -82,10 +82,10 @@ ALTERNATIVES["all plain (matmul, LayerNorm)"] = (ALTERNATIVES["autodiff matmul g
 
 def replaced(replacements) -> contextlib.ExitStack:
     """`module.name = value` for each replacement while a variant is traced and compiled."""
-    stack = contextlib.ExitStack()
-    for module, name, value in replacements:
-        stack.enter_context(mock.patch.object(module, name, value))
-    return stack
+    with contextlib.ExitStack() as stack:  # a patch that fails undoes those already applied
+        for module, name, value in replacements:
+            stack.enter_context(mock.patch.object(module, name, value))
+        return stack.pop_all()
 
 
 # -- the profile ----------------------------------------------------------------------------------
