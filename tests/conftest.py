@@ -10,7 +10,7 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):  # a user's choice wins
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
-import purejaxbrc  # noqa: E402, F401  (sets NPROC before JAX starts)
+import purejaxbrc  # noqa: E402, F401  (installs purejaxbrc.lapack, as users get it)
 from purejaxbrc.run import enable_compilation_cache  # noqa: E402
 
 # The persistent cache makes repeated test runs (and tests sharing programs) compile once.
