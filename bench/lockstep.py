@@ -9,8 +9,8 @@ purejaxbrc, the authors' code) cannot be A/B-tested inside one process as bench/
 does. Here every variant runs in its own process on the width sweep's configuration
 (`throughput.width_experiment`): the shipped program (this checkout, this environment), each
 `--variants` entry, an A/A control (a second process of the shipped program: what noise alone
-makes of a ratio) and optionally the authors' code. They compile one after the other; then in
-each round every variant runs alone while the others wait (ours block on a pipe, the authors'
+makes of a ratio) and optionally the authors' code. They compile one after the other and run an
+untimed round; then in each round every variant runs alone while the others wait (ours block on a pipe, the authors'
 code is stopped with SIGSTOP), in an order that reverses from round to round. A variant's
 rate in a round is learning iterations per second; a ratio is taken within a round, against
 the shipped program, so a slow drift of this virtual machine's speed cancels. It reports the
@@ -85,8 +85,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
         if not sep or not key:
             raise ConfigError(f"--variants {text!r}: expected name:KEY=VALUE;KEY=VALUE")
         env[key] = value
-    if not name:
-        raise ConfigError(f"--variants {text!r}: the variant needs a name before ':'")
+    if not name or not env:
+        raise ConfigError(f"--variants {text!r}: expected name:KEY=VALUE;KEY=VALUE (a name and at least one setting)")
     if "REPO" in env and not (Path(env["REPO"]) / "bench" / "throughput.py").exists():
         raise ConfigError(f"--variants {text!r}: {env['REPO']} is not a purejaxbrc checkout with bench/throughput.py")
     return name, env
