@@ -17,9 +17,10 @@ the shipped program, so a slow drift of this virtual machine's speed cancels. It
 median, min and max over rounds and writes `--out` (JSON).
 
 The authors' code (`--reference`, a shell command with `{width}` and `{batch}`) must print a
-JSON line `{"i": iteration, "wall": seconds}` every few learning iterations (the local timing
-change that ../shared/REFERENCE.md describes) and run long enough; it is timed over windows as
-long as the shipped program's chunk, from consecutive lines inside each window.
+JSON line `{"i": iteration, "wall": seconds}`, optionally with `"cpu"` (its process CPU
+seconds), every few learning iterations (the local timing change that ../shared/REFERENCE.md
+describes) and run long enough; it is timed over windows as long as the shipped program's
+chunk, from the lines inside each window.
 """
 
 import datetime
@@ -157,7 +158,10 @@ class Reference:
             lines.append(self._next(timeout=600))
         self._signal(signal.SIGSTOP)
         iterations, wall = lines[-1]["i"] - first["i"], lines[-1]["wall"] - first["wall"]
-        return dict(iterations_per_s=iterations / wall, seconds=wall)
+        result = dict(iterations_per_s=iterations / wall, seconds=wall)
+        if "cpu" in first:  # the process's CPU seconds, if it prints them
+            result["cores"] = (lines[-1]["cpu"] - first["cpu"]) / wall
+        return result
 
     def close(self):
         self._signal(signal.SIGKILL)
@@ -175,6 +179,7 @@ def lockstep(width: int, batch: int, args: Args, variants: dict[str, dict], log)
             log("  starting the authors' code ...")
             procs["authors"] = Reference(args.reference, width, batch)
         rates = {name: [] for name in procs}
+        cores = {name: [] for name in procs}
         names = list(procs)
         chunk_seconds = procs[names[0]].time(0.0)["seconds"]  # sizes the windows
         for name in names[1:]:  # an untimed round: every process past its first timed chunk
@@ -183,6 +188,8 @@ def lockstep(width: int, batch: int, args: Args, variants: dict[str, dict], log)
             for name in names if r % 2 == 0 else names[::-1]:
                 result = procs[name].time(chunk_seconds)
                 rates[name].append(result["iterations_per_s"])
+                if "cores" in result:
+                    cores[name].append(result["cores"])
                 if name == names[0]:
                     chunk_seconds = result["seconds"]
             log(f"  round {r}: " + ", ".join(f"{n} {v[-1]:.2f}" for n, v in rates.items()) + " it/s")
@@ -194,6 +201,7 @@ def lockstep(width: int, batch: int, args: Args, variants: dict[str, dict], log)
     for name, values in rates.items():
         ratios = [v / b for v, b in zip(values, rates[base])]
         summary[name] = dict(iterations_per_s=values, median_iterations_per_s=statistics.median(values),
+                             median_cores=statistics.median(cores[name]) if cores[name] else None,
                              ratio_to_shipped=dict(median=statistics.median(ratios), min=min(ratios), max=max(ratios)))
     return dict(critic_width=width, batch_size=batch, variants=summary)
 
