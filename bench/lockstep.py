@@ -32,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -93,28 +94,83 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
+class Lines:
+    """A process's stdout read by a thread: the next line, or a clear error after `timeout`."""
+
+    def __init__(self, proc: subprocess.Popen, what: str, stderr_path: str | None = None):
+        self.proc, self.what, self.stderr_path = proc, what, stderr_path
+        self.queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def next(self, timeout: float) -> str:
+        try:
+            line = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"{self.what} printed nothing for {timeout:.0f} s{self._stderr()}") from None
+        if line is None:
+            raise RuntimeError(f"{self.what} exited (code {self.proc.wait()}){self._stderr()}")
+        return line
+
+    def drain(self) -> list[str]:
+        lines = []
+        while not self.queue.empty():
+            line = self.queue.get()
+            if line is not None:
+                lines.append(line)
+        return lines
+
+    def _stderr(self) -> str:
+        if not self.stderr_path:
+            return ""
+        tail = Path(self.stderr_path).read_text(errors="replace").strip().splitlines()[-5:]
+        return ": " + " | ".join(tail) if tail else ""
+
+
+def _kill(proc: subprocess.Popen, group: bool = False):
+    if proc.poll() is None:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    proc.wait()
+
+
 class Ours:
     """A purejaxbrc process at its first learning chunk, timed one chunk at a time."""
 
-    def __init__(self, env: dict[str, str], width: int, batch: int):
+    def __init__(self, name: str, env: dict[str, str], width: int, batch: int, stderr_dir: str):
         repo = env.get("REPO", str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD.format(width=width, batch=batch)],
-                                     cwd=repo, env=dict(os.environ, **env), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for line in self.proc.stdout:
-            if line.startswith("ready"):
-                return
-        raise RuntimeError(f"a variant's process ({env}) exited before its first chunk")
+        stderr_path = str(Path(stderr_dir) / f"{len(os.listdir(stderr_dir))}.stderr")
+        with open(stderr_path, "w") as stderr:
+            self.proc = subprocess.Popen([sys.executable, "-c", CHILD.format(width=width, batch=batch)],
+                                         cwd=repo, env=dict(os.environ, **env), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=stderr, text=True)
+        self.lines = Lines(self.proc, f"variant {name!r}", stderr_path)
+        try:
+            while not self.lines.next(timeout=1800).startswith("ready"):
+                pass
+        except BaseException:
+            self.close()
+            raise
 
     def time(self, seconds_hint: float) -> dict:
         del seconds_hint  # one chunk, however long
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+        return json.loads(self.lines.next(timeout=1800))
 
     def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        _kill(self.proc)
 
 
 class Reference:
@@ -123,36 +179,33 @@ class Reference:
     def __init__(self, command: str, width: int, batch: int):
         self.proc = subprocess.Popen(command.format(width=width, batch=batch), shell=True, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self._next(timeout=900)  # compiled and past its warm-up
-        self._next(timeout=900)  # past the first learning period (its compilation)
-        self._signal(signal.SIGSTOP)
-
-    def _read(self):
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.lines.put(json.loads(line))
-        self.lines.put(None)
-
-    def _next(self, timeout):
+        self.lines = Lines(self.proc, "the reference")
         try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            line = None
-        if line is None:
-            raise RuntimeError("the reference printed no timing line in time, or exited")
-        return line
+            self._next(timeout=900)  # compiled and past its warm-up
+            self._next(timeout=900)  # past the first learning period (its compilation)
+            self._signal(signal.SIGSTOP)
+        except BaseException:
+            self.close()
+            raise
+
+    def _next(self, timeout) -> dict:
+        while True:
+            line = self.lines.next(timeout)
+            if line.startswith("{"):
+                return json.loads(line)
 
     def _signal(self, sig):
         os.killpg(self.proc.pid, sig)
 
     def time(self, seconds_hint: float) -> dict:
         """Learning iterations/s over a window of about `seconds_hint` (at least two intervals)."""
-        while not self.lines.empty():  # lines printed before the last stop
-            self.lines.get()
+        self.lines.drain()  # lines printed before the last stop
+        resumed = time.time()
         self._signal(signal.SIGCONT)
-        first = self._next(timeout=600)  # its interval spans the stop: only a start mark
+        first = self._next(timeout=600)
+        while first["wall"] < resumed:  # printed before the stop, read late
+            first = self._next(timeout=600)
+        # `first` ends an interval that spans the stop: it is only the window's start mark.
         t0, lines = time.perf_counter(), [first]
         while len(lines) < 3 or time.perf_counter() - t0 < seconds_hint:
             lines.append(self._next(timeout=600))
@@ -164,17 +217,17 @@ class Reference:
         return result
 
     def close(self):
-        self._signal(signal.SIGKILL)
-        self.proc.wait()
+        _kill(self.proc, group=True)
 
 
 def lockstep(width: int, batch: int, args: Args, variants: dict[str, dict], log) -> dict:
     """One width: every variant started, then `args.rounds` rounds; rates and ratios."""
     procs = {}
+    stderr_dir = tempfile.mkdtemp(prefix="lockstep-")
     try:
         for name, env in variants.items():
             log(f"  starting {name} ...")
-            procs[name] = Ours(env, width, batch)
+            procs[name] = Ours(name, env, width, batch, stderr_dir)
         if args.reference:
             log("  starting the authors' code ...")
             procs["authors"] = Reference(args.reference, width, batch)
@@ -193,9 +246,12 @@ def lockstep(width: int, batch: int, args: Args, variants: dict[str, dict], log)
                 if name == names[0]:
                     chunk_seconds = result["seconds"]
             log(f"  round {r}: " + ", ".join(f"{n} {v[-1]:.2f}" for n, v in rates.items()) + " it/s")
-    finally:
-        for p in procs.values():
-            p.close()
+    finally:  # the stopped reference first: it must never outlive us
+        for p in sorted(procs.values(), key=lambda p: not isinstance(p, Reference)):
+            try:
+                p.close()
+            except Exception:  # noqa: BLE001  (close the others whatever happens)
+                pass
     base = names[0]
     summary = {}
     for name, values in rates.items():
@@ -204,6 +260,12 @@ def lockstep(width: int, batch: int, args: Args, variants: dict[str, dict], log)
                              median_cores=statistics.median(cores[name]) if cores[name] else None,
                              ratio_to_shipped=dict(median=statistics.median(ratios), min=min(ratios), max=max(ratios)))
     return dict(critic_width=width, batch_size=batch, variants=summary)
+
+
+def commit(repo) -> str:
+    """The checkout's short commit, `-dirty` when tracked files differ from it."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main(args: Args):
@@ -218,6 +280,16 @@ def main(args: Args):
         if name in variants or name == "authors":
             raise ConfigError(f"--variants: the name {name!r} is taken")
         variants[name] = env
+    if args.reference:
+        if "{width}" not in args.reference or "{batch}" not in args.reference:
+            raise ConfigError(f"--reference {args.reference!r}: needs {{width}} and {{batch}}")
+        try:
+            args.reference.format(width=0, batch=0)
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(f"--reference {args.reference!r}: only {{width}} and {{batch}} may be in braces "
+                              "(write a literal brace twice)") from None
+    # A SIGTERM unwinds like Ctrl-C, so no child (nor the stopped reference) outlives us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     records = []
     for width, batch in widths:
@@ -227,15 +299,15 @@ def main(args: Args):
             q = s["ratio_to_shipped"]
             log(f"  {name}: {s['median_iterations_per_s']:.2f} it/s, "
                 f"{q['median']:.3f}x of shipped [{q['min']:.3f}, {q['max']:.3f}]")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     out = Path(args.out or f"bench/results/lockstep-{device_slug()}-{datetime.date.today()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(
         what="learning iterations/s of whole processes timed in lockstep rounds (bench/lockstep.py); "
              "ratios within a round, against the shipped program",
-        command=" ".join(shlex.quote(a) for a in sys.argv), commit=commit, cpu_model=cpu_model(),
+        command=" ".join(shlex.quote(a) for a in sys.argv), commit=commit(ROOT), cpu_model=cpu_model(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        variants={name: env for name, env in variants.items()}, reference=args.reference or None,
+        variants={name: dict(env=env, commit=commit(env.get("REPO", ROOT))) for name, env in variants.items()},
+        reference=args.reference or None,
         rounds=args.rounds, records=records), indent=1))
     log(f"wrote {out}")
 

@@ -144,7 +144,7 @@ def width_sweep(args: Args, log) -> list[dict]:
     reference = {}
     if Path(args.reference).exists():
         for r in json.loads(Path(args.reference).read_text())["records"]:
-            if r["cpu_model"] == cpu_model():
+            if r.get("cpu_model") == cpu_model() and r.get("cpu_count", os.cpu_count()) == os.cpu_count():
                 reference[(r["task"], r["critic_width"], r["batch_size"])] = r
     if not reference:
         log(f"no figures of the authors' code on this CPU ({cpu_model()}) in {args.reference}: "

@@ -9,11 +9,15 @@ them are in flight as the pool has threads, every thread waits and none is left 
 pieces: a silent deadlock. A pool of 32 threads made it unlikely but, on 2 cores, cost 17% of
 the learning iteration rate at critic width 128 and 26% at 512 (bench/results/nproc-*.json).
 
-So `install()` changes how these primitives batch on CPU: a batch whose work would reach the
-threshold is cut into `lax.map` steps of batches below it, which jaxlib runs inline on the
-calling thread. Each matrix goes through the same LAPACK routine as before (bit-identical
-results), nothing waits on the pool, and XLA keeps its default pool of one thread per core.
-Elsewhere (GPU, TPU) and for small batches the primitives batch as JAX defines.
+So `install()` changes how these primitives batch when the program is lowered for the CPU: a
+batch whose work would reach the threshold is cut into `lax.map` steps of batches below it,
+which jaxlib runs inline on the calling thread. Each matrix goes through the same LAPACK
+routine as before (bit-identical results), nothing waits on the pool, and XLA keeps its default
+pool of one thread per core. For other platforms (`lax.platform_dependent`, resolved when the
+program is lowered), for small batches and where only a triangular solve's right-hand side is
+batched (JAX folds that batch into one call's columns), the primitives batch as JAX defines.
+Only batches made by `vmap` pass through here: a stacked array handed to `jnp.linalg` directly
+is one call as before.
 """
 
 import math
@@ -26,20 +30,26 @@ from jax.interpreters import batching
 INLINE_WORK = 200_000
 
 
-# Per-matrix work, an upper bound on jaxlib's estimate for each primitive (it counts n^3/3 for
-# a Cholesky factor, m n k for a triangular solve, 2 m n k - 2 k^3/3 and 4 m n k - ... for QR).
+# Per-matrix work: an upper bound on jaxlib's estimate for every kernel the primitive lowers to
+# (n^3/3 for a Cholesky factor; m n k for a triangular solve; 2 m n k - 2 k^3/3 for geqrf and
+# at most 4 m q k for orgqr building a q-column Q), tripled for complex types as jaxlib does.
+def _complex(a):
+    return 3 if jnp.issubdtype(a.dtype, jnp.complexfloating) else 1
+
+
 def _cholesky_work(a, **_):
     return a.shape[-1] ** 3
 
 
 def _triangular_solve_work(a, b, *, left_side, **_):
     m, n = b.shape[-2:]
-    return m * n * (m if left_side else n)
+    return _complex(b) * m * n * (m if left_side else n)
 
 
-def _qr_work(a, **_):
+def _qr_work(a, *, full_matrices, **_):
     m, n = a.shape[-2:]
-    return 6 * m * n * min(m, n)
+    k = min(m, n)
+    return _complex(a) * 4 * m * max(n, m if full_matrices else k) * k
 
 
 WORK = {
@@ -47,6 +57,7 @@ WORK = {
     jax.lax.linalg.triangular_solve_p: _triangular_solve_work,
     jax.lax.linalg.qr_p: _qr_work,
 }
+_STOCK = {}  # JAX's own rule per primitive, while ours is installed
 
 
 def matrices_per_call(prim, operands, params) -> int:
@@ -54,26 +65,41 @@ def matrices_per_call(prim, operands, params) -> int:
     return max(1, (INLINE_WORK - 1) // max(1, WORK[prim](*operands, **params)))
 
 
-def _inline_batching(prim, default_rule):
+def _inline_batching(prim, stock_rule):
+    def to_front(out, out_dims):
+        if prim.multiple_results:
+            return [jnp.moveaxis(y, d, 0) for y, d in zip(out, out_dims)]
+        return jnp.moveaxis(out, out_dims, 0)
+
     def rule(axis_data, args, dims, **params):
-        if jax.default_backend() != "cpu":
-            return default_rule(axis_data, args, dims, **params)
         size = axis_data.size
+        if (all(d is None for d in dims) or not isinstance(size, int)
+                or (prim is jax.lax.linalg.triangular_solve_p and dims[0] is None)):
+            return stock_rule(axis_data, args, dims, **params)
         # Every leading axis is a batch axis to LAPACK: bring ours to the front, give unbatched
         # operands the same batch, and flatten all of them into one axis of matrices.
-        args = [jnp.moveaxis(x, d, 0) if d is not None else jnp.broadcast_to(x, (size,) + x.shape)
-                for x, d in zip(args, dims)]
-        lead = args[0].shape[:-2]
+        def to_matrices(args):
+            return [jnp.moveaxis(x, d, 0) if d is not None else jnp.broadcast_to(x, (size,) + x.shape)
+                    for x, d in zip(args, dims)]
+        front = [jax.ShapeDtypeStruct((x.shape[d],) + x.shape[:d] + x.shape[d + 1:] if d is not None
+                                      else (size,) + x.shape, x.dtype) for x, d in zip(args, dims)]
+        lead = front[0].shape[:-2]
         count = math.prod(lead)
-        per_call = matrices_per_call(prim, args, params)
+        per_call = matrices_per_call(prim, front, params)
         if count <= per_call:
-            return default_rule(axis_data, args, (0,) * len(args), **params)
-        flat = [x.reshape((count,) + x.shape[len(lead):]) for x in args]
-        out = jax.lax.map(lambda xs: prim.bind(*xs, **params), flat, batch_size=per_call)
-        unflatten = lambda y: y.reshape(lead + y.shape[1:])  # noqa: E731
-        if prim.multiple_results:
-            return [unflatten(y) for y in out], [0] * len(out)
-        return unflatten(out), 0
+            return stock_rule(axis_data, args, dims, **params)
+
+        def inline(*args):
+            flat = [x.reshape((count,) + x.shape[len(lead):]) for x in to_matrices(args)]
+            out = jax.lax.map(lambda xs: prim.bind(*xs, **params), flat, batch_size=per_call)
+            unflatten = lambda y: y.reshape(lead + y.shape[1:])  # noqa: E731
+            return [unflatten(y) for y in out] if prim.multiple_results else unflatten(out)
+
+        def stock(*args):
+            return to_front(*stock_rule(axis_data, args, dims, **params))
+
+        out = jax.lax.platform_dependent(*args, cpu=inline, default=stock)
+        return out, ([0] * len(out) if prim.multiple_results else 0)
 
     rule.purejaxbrc_inline = True
     return rule
@@ -82,6 +108,13 @@ def _inline_batching(prim, default_rule):
 def install() -> None:
     """Batch `WORK`'s primitives as described above (idempotent)."""
     for prim in WORK:
-        default_rule = batching.fancy_primitive_batchers[prim]
-        if not getattr(default_rule, "purejaxbrc_inline", False):
-            batching.fancy_primitive_batchers[prim] = _inline_batching(prim, default_rule)
+        if prim not in _STOCK:
+            _STOCK[prim] = batching.fancy_primitive_batchers[prim]
+            batching.fancy_primitive_batchers[prim] = _inline_batching(prim, _STOCK[prim])
+
+
+def uninstall() -> None:
+    """Give `WORK`'s primitives back JAX's own batching rules."""
+    for prim, stock_rule in _STOCK.items():
+        batching.fancy_primitive_batchers[prim] = stock_rule
+    _STOCK.clear()

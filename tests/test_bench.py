@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -82,31 +83,35 @@ def test_bad_widths_exit_2(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --widths")
 
 
-def test_lockstep_refuses_a_bad_variant():
+def test_lockstep_refuses_bad_variants_and_references():
     proc = bench("--variants", "nameonly", script="lockstep.py", timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --variants 'nameonly'")
     proc = bench("--variants", "old:REPO=/nonexistent", script="lockstep.py", timeout=300)
     assert proc.returncode == 2 and "not a purejaxbrc checkout" in proc.stderr
+    proc = bench("--reference", "run.sh {width} ${BATCH}", script="lockstep.py", timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --reference")
 
 
 def test_lockstep_times_the_reference_from_its_own_lines_and_stops_it_between_windows():
-    """A stand-in for the authors' code: 10 iterations per line, 1 s apart by its own clock."""
+    """A stand-in for the authors' code: 10 iterations per line, a line every 0.05 s by the wall
+    clock. Its windows must hold no time it spent stopped (1 s between windows here)."""
     from bench.lockstep import Reference
 
-    printer = ("python -c \"import json, time\n"
+    printer = (f"{shlex.quote(sys.executable)} -c \"import json, time\n"
                "for k in range(100000):\n"
-               "    print(json.dumps(dict(i=5000 + 10 * k, wall=1000.0 + k)), flush=True); time.sleep(0.02)\"")
-    ref = Reference(printer, 512, 256)
+               "    print(json.dumps(dict(i=5000 + 10 * k, wall=time.time())), flush=True); time.sleep(0.05)\"")
+    ref = Reference(printer + " # {width} {batch}", 512, 256)
     try:
-        for _ in range(2):
+        for _ in range(3):
             window = ref.time(0.1)
-            assert window["iterations_per_s"] == 10.0 and window["seconds"] >= 2.0  # two intervals at least
+            assert window["seconds"] < 0.9 and window["iterations_per_s"] > 60, window  # 200 at most; ~18 across a stop
             for _ in range(200):  # SIGSTOP takes effect asynchronously
                 state = Path(f"/proc/{ref.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
                 if state == "T":
                     break
                 time.sleep(0.01)
             assert state == "T"  # stopped between windows
+            time.sleep(1.0)
     finally:
         ref.close()

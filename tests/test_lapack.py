@@ -1,5 +1,6 @@
 """purejaxbrc.lapack: batched LAPACK calls stay inline on CPU, with the same results."""
 
+import contextlib
 import math
 import os
 import re
@@ -12,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import purejaxbrc  # noqa: F401  (installs the batching rules)
+from purejaxbrc import lapack
+from purejaxbrc.envs.mjx import MJXTaskSet
 from purejaxbrc.lapack import INLINE_WORK
 
 
@@ -29,6 +32,18 @@ def matrices(shape, seed=0):
     return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
 
 
+@contextlib.contextmanager
+def stock_rules():
+    """JAX's own batching rules, and no traces cached under ours, for the duration."""
+    lapack.uninstall()
+    jax.clear_caches()
+    try:
+        yield
+    finally:
+        lapack.install()
+        jax.clear_caches()
+
+
 def test_vmapped_calls_equal_one_matrix_at_a_time():
     a = matrices((3, 5, 48, 48))  # 15 matrices: more than one inline call holds at this size
     batched = jax.jit(jax.vmap(jax.vmap(factorise)))(a)
@@ -37,41 +52,101 @@ def test_vmapped_calls_equal_one_matrix_at_a_time():
         for j in range(5):
             for got, want in zip(batched, single(a[i, j])):
                 np.testing.assert_array_equal(got[i, j], want)
-    # An unbatched operand beside a batched one (the triangular factor shared by every row).
+    # 50 Choleskys of 20 x 20 under two vmaps: the outer one cuts them into calls of 24, 24, 2.
+    spd = jax.vmap(jax.vmap(lambda x: x @ x.T + 20 * jnp.eye(20)))(matrices((5, 10, 20, 20), 2))
+    cholesky = jax.jit(jax.vmap(jax.vmap(jnp.linalg.cholesky)))
+    assert sorted(c[1] for c in lapack_calls(cholesky.lower(spd).as_text())) == [2, 24]  # in a loop, and the rest
+    got = cholesky(spd)
+    for i in range(5):
+        for j in range(10):
+            np.testing.assert_array_equal(got[i, j], jnp.linalg.cholesky(spd[i, j]))
+    # An unbatched factor beside a batched right-hand side: JAX's rule, one call.
     chol = jnp.linalg.cholesky(a[0, 0] @ a[0, 0].T + 48 * jnp.eye(48))
-    solve = jax.vmap(lambda b: jax.scipy.linalg.solve_triangular(chol, b, lower=True))
+    solve = jax.jit(jax.vmap(lambda b: jax.scipy.linalg.solve_triangular(chol, b, lower=True)))
     rhs = matrices((12, 48, 48), 1)
-    np.testing.assert_array_equal(jax.jit(solve)(rhs)[7], jax.scipy.linalg.solve_triangular(chol, rhs[7], lower=True))
+    assert [c[:2] for c in lapack_calls(solve.lower(rhs).as_text())] == [("lapack_strsm_ffi", 1)]
+    np.testing.assert_array_equal(solve(rhs)[7], jax.scipy.linalg.solve_triangular(chol, rhs[7], lower=True))
+    # Nothing batched: one unbatched call, as JAX does it.
+    unbatched = jax.jit(jax.vmap(lambda x: x + jnp.linalg.cholesky(chol @ chol.T)))
+    assert [c[:2] for c in lapack_calls(unbatched.lower(rhs).as_text())] == [("lapack_spotrf_ffi", 1)]
+
+
+def jaxlib_work(target, shapes, line):
+    """jaxlib's work estimate for one matrix of a LAPACK call (jaxlib/cpu/lapack_kernels.cc),
+    written from its formulas independently of purejaxbrc.lapack's bounds."""
+    m, n = shapes[0][-2:]
+    if "potrf" in target:
+        work = n ** 3 // 3
+    elif "trsm" in target:
+        m, n = shapes[1][-2:]  # the right-hand side
+        work = m * n * (m if "side = 76" in line else n)  # 'L'
+    elif "geqrf" in target:
+        k = min(m, n)
+        work = 2 * m * n * k - 2 * k ** 3 // 3
+    elif "orgqr" in target:
+        k = shapes[1][-1]  # tau
+        work = 4 * m * n * k - 2 * k * k * (m + n) + 4 * k ** 3 // 3
+    else:
+        raise AssertionError(f"no estimate for {target}")
+    return work * (3 if target[7] in "cz" else 1)  # complex types
 
 
 def lapack_calls(text):
-    """(target, matrices per call, an upper bound on jaxlib's work estimate per matrix) of every
-    LAPACK custom call in StableHLO text."""
+    """(target, matrices per call, jaxlib's work estimate per matrix) of every LAPACK custom call
+    in StableHLO text."""
     calls = []
     for line in text.splitlines():
         m = re.search(r"custom_call @(lapack_\w+)\(.*:\s*\((tensor<[^)]*)\)", line)
         if m:
             shapes = [[int(d) for d in dims.split("x")] for dims in re.findall(r"tensor<([\dx]+)x", m.group(2))]
-            rows, cols = shapes[-1 if "trsm" in m.group(1) else 0][-2:]  # trsm: the right-hand side
-            work = rows * cols * (min(rows, cols) * 6 if "qrf" in m.group(1) else max(rows, cols))
-            calls.append((m.group(1), math.prod(shapes[0][:-2]), work))
+            calls.append((m.group(1), math.prod(shapes[0][:-2]), jaxlib_work(m.group(1), shapes, line)))
     return calls
+
+
+def over_threshold(calls):
+    return [c for c in calls if c[1] > 1 and c[1] * c[2] >= INLINE_WORK]
 
 
 def test_no_call_reaches_the_pool_threshold():
     a = matrices((4, 16, 48, 48))  # 64 matrices: jaxlib would split each call over the pool
-    calls = lapack_calls(jax.jit(jax.vmap(jax.vmap(factorise))).lower(a).as_text())
+    lower = lambda: jax.jit(jax.vmap(jax.vmap(factorise))).lower(a).as_text()  # noqa: E731
+    calls = lapack_calls(lower())
     assert {c[0] for c in calls} >= {"lapack_spotrf_ffi", "lapack_strsm_ffi", "lapack_sgeqrf_ffi", "lapack_sorgqr_ffi"}
-    for target, count, work in calls:  # one matrix always runs inline
-        assert count == 1 or count * work < INLINE_WORK, (target, count, work)
+    assert over_threshold(calls) == []  # one matrix always runs inline
+    with stock_rules():  # the test has teeth: JAX's rules make calls that jaxlib splits
+        assert {c[0] for c in over_threshold(lapack_calls(lower()))} >= {"lapack_spotrf_ffi", "lapack_sgeqrf_ffi"}
+    # Full-size Q of a tall matrix (orgqr on m x m: 64 x 64 from 64 x 8) and complex matrices.
+    tall = jax.jit(jax.vmap(lambda x: jnp.linalg.qr(x, mode="complete"))).lower(matrices((40, 64, 8))).as_text()
+    c64 = jax.jit(jax.vmap(jnp.linalg.cholesky)).lower(jnp.zeros((64, 40, 40), jnp.complex64)).as_text()
+    for text in (tall, c64):
+        assert lapack_calls(text) and over_threshold(lapack_calls(text)) == []
     # Small batches keep JAX's own batching: one call for all of them.
     small = lapack_calls(jax.jit(jax.vmap(jnp.linalg.cholesky)).lower(matrices((8, 4, 4))).as_text())
-    assert small == [("lapack_spotrf_ffi", 8, 64)]
+    assert small == [("lapack_spotrf_ffi", 8, 21)]
+
+
+def test_an_environment_step_stays_under_the_threshold():
+    """MJX's own solver calls, batched over 1000 CheetahRun environments (9 degrees of freedom)."""
+    env = MJXTaskSet(["CheetahRun"], num_envs=1000, episode_length=10)
+    state, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+    action = jax.ShapeDtypeStruct((1, 1000, env.action_size), jnp.float32)
+    lower = lambda: jax.jit(env.step).lower(state, action).as_text()  # noqa: E731
+    calls = lapack_calls(lower())
+    assert calls and over_threshold(calls) == []
+    with stock_rules():
+        assert over_threshold(lapack_calls(lower()))
 
 
 def test_many_concurrent_batched_factorisations_finish_on_a_two_thread_pool():
     """Eight independent vmapped Cholesky factorisations, each of 16 x 64 x 64 (above jaxlib's
-    threshold), on a pool of two threads: without purejaxbrc.lapack this deadlocks."""
+    threshold, as the check under JAX's own rules shows), on a pool of two threads: without
+    purejaxbrc.lapack this can deadlock."""
+    def f(a):
+        spd = a @ a.T + 64 * jnp.eye(64)
+        return sum(jnp.linalg.cholesky(spd * (i + 1.0)) for i in range(8))
+    with stock_rules():  # one (jitted) Cholesky, called eight times
+        calls = lapack_calls(jax.jit(jax.vmap(f)).lower(matrices((16, 64, 64))).as_text())
+        assert over_threshold(calls) == calls == [("lapack_spotrf_ffi", 16, 64 ** 3 // 3)]
     script = textwrap.dedent("""
         import jax, jax.numpy as jnp
         import purejaxbrc
