@@ -17,10 +17,10 @@ the shipped program, so a slow drift of this virtual machine's speed cancels. It
 median, min and max over rounds and writes `--out` (JSON).
 
 The authors' code (`--reference`, a shell command with `{width}` and `{batch}`) must print a
-JSON line `{"i": iteration, "wall": seconds}`, optionally with `"cpu"` (its process CPU
-seconds), every few learning iterations (the local timing change that ../shared/REFERENCE.md
-describes) and run long enough; it is timed over windows as long as the shipped program's
-chunk, from the lines inside each window.
+JSON line `{"i": iteration, "wall": time.time()}`, optionally with `"cpu"` (its process CPU
+seconds), every few learning iterations (a local change to its train.py) and run long enough;
+it is timed over windows as long as the shipped program's chunk, from the lines inside each
+window (a line whose `wall` is before the window began is dropped).
 """
 
 import datetime
@@ -100,6 +100,7 @@ class Lines:
     def __init__(self, proc: subprocess.Popen, what: str, stderr_path: str | None = None):
         self.proc, self.what, self.stderr_path = proc, what, stderr_path
         self.queue: queue.Queue = queue.Queue()
+        self.ended = False  # the end of the output was read (by `next` or `drain`)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
@@ -109,10 +110,11 @@ class Lines:
 
     def next(self, timeout: float) -> str:
         try:
-            line = self.queue.get(timeout=timeout)
+            line = None if self.ended else self.queue.get(timeout=timeout)
         except queue.Empty:
             raise RuntimeError(f"{self.what} printed nothing for {timeout:.0f} s{self._stderr()}") from None
         if line is None:
+            self.ended = True
             raise RuntimeError(f"{self.what} exited (code {self.proc.wait()}){self._stderr()}")
         return line
 
@@ -120,7 +122,9 @@ class Lines:
         lines = []
         while not self.queue.empty():
             line = self.queue.get()
-            if line is not None:
+            if line is None:
+                self.ended = True
+            else:
                 lines.append(line)
         return lines
 
@@ -132,11 +136,10 @@ class Lines:
 
 
 def _kill(proc: subprocess.Popen, group: bool = False):
-    if proc.poll() is None:
-        if group:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
+    try:  # the whole group even when its leader (the shell) has exited: its children may not have
+        os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
+    except ProcessLookupError:
+        pass
     proc.wait()
 
 
@@ -247,11 +250,13 @@ def lockstep(width: int, batch: int, args: Args, variants: dict[str, dict], log)
                     chunk_seconds = result["seconds"]
             log(f"  round {r}: " + ", ".join(f"{n} {v[-1]:.2f}" for n, v in rates.items()) + " it/s")
     finally:  # the stopped reference first: it must never outlive us
+        on_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nor be left by a second SIGTERM
         for p in sorted(procs.values(), key=lambda p: not isinstance(p, Reference)):
             try:
                 p.close()
             except Exception:  # noqa: BLE001  (close the others whatever happens)
                 pass
+        signal.signal(signal.SIGTERM, on_term)
     base = names[0]
     summary = {}
     for name, values in rates.items():
@@ -281,13 +286,13 @@ def main(args: Args):
             raise ConfigError(f"--variants: the name {name!r} is taken")
         variants[name] = env
     if args.reference:
-        if "{width}" not in args.reference or "{batch}" not in args.reference:
-            raise ConfigError(f"--reference {args.reference!r}: needs {{width}} and {{batch}}")
         try:
-            args.reference.format(width=0, batch=0)
-        except (KeyError, IndexError, ValueError):
+            filled = args.reference.format(width="\0W", batch="\0B")
+        except (KeyError, IndexError, ValueError, AttributeError):
             raise ConfigError(f"--reference {args.reference!r}: only {{width}} and {{batch}} may be in braces "
                               "(write a literal brace twice)") from None
+        if "\0W" not in filled or "\0B" not in filled:
+            raise ConfigError(f"--reference {args.reference!r}: needs {{width}} and {{batch}}")
     # A SIGTERM unwinds like Ctrl-C, so no child (nor the stopped reference) outlives us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log = lambda msg: print(msg, flush=True)  # noqa: E731

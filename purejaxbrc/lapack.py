@@ -6,16 +6,17 @@ finish (`ParallelBatchMap` in jaxlib/cpu/lapack_kernels.cc). Our programs make s
 MJX's constraint solver (Cholesky, triangular solves) vmapped over environments, tasks and
 seeds, and orthogonal initialisation (QR) vmapped over the critic ensemble. Once as many of
 them are in flight as the pool has threads, every thread waits and none is left to run the
-pieces: a silent deadlock. A pool of 32 threads made it unlikely but, on 2 cores, cost 17% of
-the learning iteration rate at critic width 128 and 26% at 512 (bench/results/nproc-*.json).
+pieces: a silent deadlock. A pool of 32 threads made it unlikely but, on 2 cores, cost about a
+fifth of the learning iteration rate at critic widths 128 to 512 (bench/results/lockstep-*.json).
 
 So `install()` changes how these primitives batch when the program is lowered for the CPU: a
 batch whose work would reach the threshold is cut into `lax.map` steps of batches below it,
 which jaxlib runs inline on the calling thread. Each matrix goes through the same LAPACK
 routine as before (bit-identical results), nothing waits on the pool, and XLA keeps its default
 pool of one thread per core. For other platforms (`lax.platform_dependent`, resolved when the
-program is lowered), for small batches and where only a triangular solve's right-hand side is
-batched (JAX folds that batch into one call's columns), the primitives batch as JAX defines.
+program is lowered), for small batches, for symbolic shapes and where only a triangular solve's
+right-hand side is batched against one factor (JAX folds that batch into the columns of a
+single solve), the primitives batch as JAX defines.
 Only batches made by `vmap` pass through here: a stacked array handed to `jnp.linalg` directly
 is one call as before.
 """
@@ -30,15 +31,15 @@ from jax.interpreters import batching
 INLINE_WORK = 200_000
 
 
-# Per-matrix work: an upper bound on jaxlib's estimate for every kernel the primitive lowers to
-# (n^3/3 for a Cholesky factor; m n k for a triangular solve; 2 m n k - 2 k^3/3 for geqrf and
-# at most 4 m q k for orgqr building a q-column Q), tripled for complex types as jaxlib does.
+# Per-matrix work: at least jaxlib's estimate for every kernel the primitive lowers to (n^3/3
+# for a Cholesky factor; m n k for a triangular solve; 2 m n k - 2 k^3/3 for geqrf and at most
+# 4 m q k for orgqr building a q-column Q), tripled for complex types as jaxlib does.
 def _complex(a):
     return 3 if jnp.issubdtype(a.dtype, jnp.complexfloating) else 1
 
 
 def _cholesky_work(a, **_):
-    return a.shape[-1] ** 3
+    return _complex(a) * (a.shape[-1] ** 3 // 3)
 
 
 def _triangular_solve_work(a, b, *, left_side, **_):
@@ -73,8 +74,9 @@ def _inline_batching(prim, stock_rule):
 
     def rule(axis_data, args, dims, **params):
         size = axis_data.size
-        if (all(d is None for d in dims) or not isinstance(size, int)
-                or (prim is jax.lax.linalg.triangular_solve_p and dims[0] is None)):
+        static = isinstance(size, int) and all(isinstance(n, int) for x in args for n in x.shape)
+        one_factor = prim is jax.lax.linalg.triangular_solve_p and dims[0] is None and args[0].ndim == 2
+        if all(d is None for d in dims) or not static or one_factor:
             return stock_rule(axis_data, args, dims, **params)
         # Every leading axis is a batch axis to LAPACK: bring ours to the front, give unbatched
         # operands the same batch, and flatten all of them into one axis of matrices.
@@ -106,15 +108,17 @@ def _inline_batching(prim, stock_rule):
 
 
 def install() -> None:
-    """Batch `WORK`'s primitives as described above (idempotent)."""
+    """Batch `WORK`'s primitives as described above (idempotent). Programs traced before keep
+    the rules they were traced with until `jax.clear_caches()`."""
     for prim in WORK:
-        if prim not in _STOCK:
+        if prim not in _STOCK and not getattr(batching.fancy_primitive_batchers[prim], "purejaxbrc_inline", False):
             _STOCK[prim] = batching.fancy_primitive_batchers[prim]
             batching.fancy_primitive_batchers[prim] = _inline_batching(prim, _STOCK[prim])
 
 
 def uninstall() -> None:
-    """Give `WORK`'s primitives back JAX's own batching rules."""
+    """Give `WORK`'s primitives back JAX's own batching rules (for programs traced from now on:
+    `jax.clear_caches()` drops those traced before)."""
     for prim, stock_rule in _STOCK.items():
         batching.fancy_primitive_batchers[prim] = stock_rule
     _STOCK.clear()

@@ -89,18 +89,23 @@ def test_lockstep_refuses_bad_variants_and_references():
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --variants 'nameonly'")
     proc = bench("--variants", "old:REPO=/nonexistent", script="lockstep.py", timeout=300)
     assert proc.returncode == 2 and "not a purejaxbrc checkout" in proc.stderr
-    proc = bench("--reference", "run.sh {width} ${BATCH}", script="lockstep.py", timeout=300)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --reference")
+    for command in ("run.sh {width} {batch} | awk '{print}'", "run.sh {width}"):
+        proc = bench("--reference", command, script="lockstep.py", timeout=300)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --reference")
 
 
 def test_lockstep_times_the_reference_from_its_own_lines_and_stops_it_between_windows():
     """A stand-in for the authors' code: 10 iterations per line, a line every 0.05 s by the wall
-    clock. Its windows must hold no time it spent stopped (1 s between windows here)."""
+    clock; when it finds it was stopped, it first prints a late line from before the stop.
+    Its windows must hold no time it spent stopped (1 s between windows here)."""
     from bench.lockstep import Reference
 
     printer = (f"{shlex.quote(sys.executable)} -c \"import json, time\n"
+               "last = time.time()\n"
                "for k in range(100000):\n"
-               "    print(json.dumps(dict(i=5000 + 10 * k, wall=time.time())), flush=True); time.sleep(0.05)\"")
+               "    now = time.time()\n"
+               "    if now - last > 0.5: print(json.dumps(dict(i=5000 + 10 * k - 5, wall=last)), flush=True)\n"
+               "    print(json.dumps(dict(i=5000 + 10 * k, wall=now)), flush=True); last = now; time.sleep(0.05)\"")
     ref = Reference(printer + " # {width} {batch}", 512, 256)
     try:
         for _ in range(3):

@@ -52,13 +52,14 @@ def test_vmapped_calls_equal_one_matrix_at_a_time():
         for j in range(5):
             for got, want in zip(batched, single(a[i, j])):
                 np.testing.assert_array_equal(got[i, j], want)
-    # 50 Choleskys of 20 x 20 under two vmaps: the outer one cuts them into calls of 24, 24, 2.
-    spd = jax.vmap(jax.vmap(lambda x: x @ x.T + 20 * jnp.eye(20)))(matrices((5, 10, 20, 20), 2))
+    # 100 Choleskys of 20 x 20 under two vmaps: the outer one cuts them into calls of 75
+    # (in a loop) and the remaining 25.
+    spd = jax.vmap(jax.vmap(lambda x: x @ x.T + 20 * jnp.eye(20)))(matrices((5, 20, 20, 20), 2))
     cholesky = jax.jit(jax.vmap(jax.vmap(jnp.linalg.cholesky)))
-    assert sorted(c[1] for c in lapack_calls(cholesky.lower(spd).as_text())) == [2, 24]  # in a loop, and the rest
+    assert sorted(c[1] for c in lapack_calls(cholesky.lower(spd).as_text())) == [25, 75]
     got = cholesky(spd)
     for i in range(5):
-        for j in range(10):
+        for j in range(20):
             np.testing.assert_array_equal(got[i, j], jnp.linalg.cholesky(spd[i, j]))
     # An unbatched factor beside a batched right-hand side: JAX's rule, one call.
     chol = jnp.linalg.cholesky(a[0, 0] @ a[0, 0].T + 48 * jnp.eye(48))
@@ -66,9 +67,16 @@ def test_vmapped_calls_equal_one_matrix_at_a_time():
     rhs = matrices((12, 48, 48), 1)
     assert [c[:2] for c in lapack_calls(solve.lower(rhs).as_text())] == [("lapack_strsm_ffi", 1)]
     np.testing.assert_array_equal(solve(rhs)[7], jax.scipy.linalg.solve_triangular(chol, rhs[7], lower=True))
-    # Nothing batched: one unbatched call, as JAX does it.
-    unbatched = jax.jit(jax.vmap(lambda x: x + jnp.linalg.cholesky(chol @ chol.T)))
-    assert [c[:2] for c in lapack_calls(unbatched.lower(rhs).as_text())] == [("lapack_spotrf_ffi", 1)]
+    # Factors batched by an inner vmap, right-hand sides by an outer one too: JAX would fold the
+    # outer batch into the columns of one call over all 64 factors, large enough to be split.
+    factors = jax.vmap(lambda x: jnp.linalg.cholesky(x @ x.T + 16 * jnp.eye(16)))(matrices((64, 16, 16), 3))
+    rhs = matrices((8, 64, 16, 4), 4)
+    solve = lambda: jax.jit(jax.vmap(jax.vmap(lambda a, b: jax.scipy.linalg.solve_triangular(a, b, lower=True)),  # noqa: E731
+                                     in_axes=(None, 0)))
+    assert over_threshold(lapack_calls(solve().lower(factors, rhs).as_text())) == []
+    np.testing.assert_array_equal(solve()(factors, rhs)[5, 9], jax.scipy.linalg.solve_triangular(factors[9], rhs[5, 9], lower=True))
+    with stock_rules():
+        assert over_threshold(lapack_calls(solve().lower(factors, rhs).as_text()))
 
 
 def jaxlib_work(target, shapes, line):
