@@ -295,6 +295,7 @@ def main(args: Args):
             raise ConfigError(f"--reference {args.reference!r}: needs {{width}} and {{batch}}")
     # A SIGTERM unwinds like Ctrl-C, so no child (nor the stopped reference) outlives us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    commits = {name: commit(env.get("REPO", ROOT)) for name, env in variants.items()}  # as started
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     records = []
     for width, batch in widths:
@@ -309,9 +310,9 @@ def main(args: Args):
     out.write_text(json.dumps(dict(
         what="learning iterations/s of whole processes timed in lockstep rounds (bench/lockstep.py); "
              "ratios within a round, against the shipped program",
-        command=" ".join(shlex.quote(a) for a in sys.argv), commit=commit(ROOT), cpu_model=cpu_model(),
+        command=" ".join(shlex.quote(a) for a in sys.argv), commit=commits["shipped"], cpu_model=cpu_model(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        variants={name: dict(env=env, commit=commit(env.get("REPO", ROOT))) for name, env in variants.items()},
+        variants={name: dict(env=env, commit=commits[name]) for name, env in variants.items()},
         reference=args.reference or None,
         rounds=args.rounds, records=records), indent=1))
     log(f"wrote {out}")
