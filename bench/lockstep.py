@@ -118,15 +118,11 @@ class Lines:
             raise RuntimeError(f"{self.what} exited (code {self.proc.wait()}){self._stderr()}")
         return line
 
-    def drain(self) -> list[str]:
-        lines = []
+    def drain(self):
+        """Drop the lines read so far (keeping note of the end of the output)."""
         while not self.queue.empty():
-            line = self.queue.get()
-            if line is None:
+            if self.queue.get() is None:
                 self.ended = True
-            else:
-                lines.append(line)
-        return lines
 
     def _stderr(self) -> str:
         if not self.stderr_path:

@@ -83,8 +83,7 @@ def _inline_batching(prim, stock_rule):
         def to_matrices(args):
             return [jnp.moveaxis(x, d, 0) if d is not None else jnp.broadcast_to(x, (size,) + x.shape)
                     for x, d in zip(args, dims)]
-        front = [jax.ShapeDtypeStruct((x.shape[d],) + x.shape[:d] + x.shape[d + 1:] if d is not None
-                                      else (size,) + x.shape, x.dtype) for x, d in zip(args, dims)]
+        front = jax.eval_shape(to_matrices, args)
         lead = front[0].shape[:-2]
         count = math.prod(lead)
         per_call = matrices_per_call(prim, front, params)
