@@ -39,6 +39,7 @@ def _jax_compat():
 
 def measure(task: str, seed: int, *, env_steps: int, warmup: int, width: int, hidden_layers: int,
             batch_size: int, utd: int, episode_length: int = 1000) -> dict:
+    # brax is imported here: only this comparison needs it, and its import takes seconds.
     from brax.training.agents.sac import networks as sac_networks
     from brax.training.agents.sac import train as sac
     from mujoco_playground import wrapper

@@ -36,10 +36,12 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-from bench.throughput import cpu_model, device_slug, parse_widths, start_fused, update_flops, width_experiment
-from purejaxbrc import bronet, run
+from bench.device import cpu_model, device_slug
+from bench.fused import counted_update_flops, start_fused
+from bench.width import parse_widths, width_experiment
+from purejaxbrc import bronet, program, rundir
+from purejaxbrc.cli import exit_on_error
 from purejaxbrc.config import ConfigError
-from purejaxbrc.run import enable_compilation_cache, exit_on_error, run_info
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def _plain_layer_norm(x, scale, bias, eps):
 
 def _ynn_dots_only(lowered, batched_members: bool = True):
     del batched_members  # as if the device vmapped several members; no fallback to the defaults
-    return lowered.compile(compiler_options=run.CPU_BATCHED_OPTIONS)
+    return lowered.compile(compiler_options=program.CPU_BATCHED_OPTIONS)
 
 
 # name -> [(module, attribute, the plain alternative to the shipped choice)]
@@ -73,8 +75,8 @@ ALTERNATIVES = {
     "jnp.mean row means (hand-written gradient kept)": [(bronet, "row_mean", lambda x: jnp.mean(x, axis=-1, keepdims=True))],
     "plain LayerNorm (jnp.mean, autodiff)": [(bronet, "layer_norm", _plain_layer_norm)],
     # Shipped: XLA:CPU's defaults where a device runs one member (as here), YNNPACK kept to dots
-    # where it vmaps several (run.CPU_BATCHED_OPTIONS).
-    "YNNPACK kept to dots": [(run, "compile_lowered", _ynn_dots_only)],
+    # where it vmaps several (program.CPU_BATCHED_OPTIONS).
+    "YNNPACK kept to dots": [(program, "compile_lowered", _ynn_dots_only)],
 }
 ALTERNATIVES["all plain (matmul, LayerNorm)"] = (ALTERNATIVES["autodiff matmul gradient"]
                                                  + ALTERNATIVES["plain LayerNorm (jnp.mean, autodiff)"])
@@ -139,10 +141,10 @@ def profile_chunk(started) -> dict:
     its = config.chunk
     return dict(profiled_wall_ms_per_it=1e3 * wall / its, matmul_thunk_ms_per_it=us["matmul"] / 1e3 / its,
                 other_thunk_ms_per_it=us["other"] / 1e3 / its,
-                update_flops_per_it=update_flops(started.agent, started.state, config, len(started.names)) * config.utd,
+                update_flops_per_it=counted_update_flops(started.built.agent, config.batch_size) * config.utd,
                 note="thunk durations are wall time on the thread that ran them (a thread switched out "
                      "still counts), summed over threads; matmul thunks include LayerNorm's row-mean "
-                     "products; update_flops_per_it is XLA's count for the whole update")
+                     "products; update_flops_per_it is counted from the update's matmul shapes")
 
 
 # -- the A/B --------------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def main(args: Args):
     if jax.default_backend() != "cpu":
         raise ConfigError("bench/choices.py compares CPU-specific choices: run it on the CPU backend")
     out = Path(args.out or f"bench/results/choices-{device_slug()}-{datetime.date.today().isoformat()}.json")
-    enable_compilation_cache()
+    program.enable_compilation_cache()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     records = []
     for width, batch in configurations:
@@ -193,7 +195,7 @@ def main(args: Args):
         records.append(record)
         del shipped
     result = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), cpu=cpu_model(),
-                  versions=run_info(None)["versions"], command=" ".join(sys.argv), records=records)
+                  versions=rundir.run_info(None)["versions"], command=" ".join(sys.argv), records=records)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     for r in records:

@@ -13,6 +13,7 @@ iteration over learning seconds per iteration).
 
 import datetime
 import json
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,11 +26,9 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-from purejaxbrc import kinds
+from purejaxbrc import program
 from purejaxbrc.config import Experiment, RunConfig
-from purejaxbrc.run import Program, enable_compilation_cache, make_population
 from purejaxbrc.sac import SACConfig
-from purejaxbrc.train import make_train
 
 
 @dataclass(frozen=True)
@@ -52,18 +51,15 @@ def measure(tasks: str, args: Args, log) -> dict:
                     utd=2, chunk_iterations=args.chunk, warmup_iterations=(1 + args.chunks) * args.chunk,
                     eval_every=args.chunk, total_iterations=1_000_000 * args.chunk, eval_episodes=1,
                     buffer_capacity=100_000)
-    experiment = Experiment(run, SACConfig(critic_width=128, actor_width=128))
-    spec = kinds.get("mjx")
-    names = spec.resolve_tasks(tasks)
-    env, eval_env, agent = spec.build(experiment, names)
-    program = Program(make_train(run, env, eval_env, agent), make_population(run))
+    built = program.build(program.plan("mjx", Experiment(run, SACConfig(critic_width=128, actor_width=128))))
+    names, prog = built.plan.names, built.program
     t0 = time.perf_counter()
-    state = program.fresh_state()
+    state = prog.fresh_state()
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
     learn_from = jnp.int32(run.warmup_iterations)
     t0 = time.perf_counter()
-    chunk = program.compile_chunk(state, 0, learn_from)
+    chunk = prog.compile_chunk(state, 0, learn_from)
     compile_s = time.perf_counter() - t0
 
     def timed(n, it):
@@ -92,10 +88,9 @@ def measure(tasks: str, args: Args, log) -> dict:
 
 
 def main(args: Args):
-    enable_compilation_cache()
+    program.enable_compilation_cache()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     records = [measure(g, args, log) for g in args.groups.split(";") if g]
-    import subprocess
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     result = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), commit=commit,

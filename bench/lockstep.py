@@ -43,9 +43,10 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 import tyro
 
-from bench.throughput import cpu_model, device_slug, parse_widths
+from bench.device import cpu_model, device_slug
+from bench.width import parse_widths
+from purejaxbrc.cli import exit_on_error
 from purejaxbrc.config import ConfigError
-from purejaxbrc.run import exit_on_error
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +55,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import json, sys
 sys.path.insert(0, '.')
-from bench.throughput import start_fused, width_experiment
+try:
+    from bench.fused import start_fused
+    from bench.width import width_experiment
+except ImportError:  # a checkout from before bench/throughput.py was split (another commit to time)
+    from bench.throughput import start_fused, width_experiment
 started = start_fused('mjx', width_experiment({width}, {batch}))
 print('ready', flush=True)
 for _ in sys.stdin:

@@ -44,22 +44,19 @@ def measure(devices: int, members: int, chunk: int, chunks: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from purejaxbrc import kinds
+    # Imported in the child only: the parent process never starts JAX.
+    from purejaxbrc import program
     from purejaxbrc.config import Experiment, RunConfig
-    from purejaxbrc.run import Program, enable_compilation_cache, make_population
     from purejaxbrc.sac import SACConfig
-    from purejaxbrc.train import make_train
-    enable_compilation_cache()
+    program.enable_compilation_cache()
     assert jax.device_count() == devices, (jax.device_count(), devices)
     run = RunConfig(tasks="CartpoleSwingup", num_seeds=members, batch_size=128, utd=2, chunk_iterations=chunk,
                     warmup_iterations=chunk, eval_every=chunk, total_iterations=1_000_000 * chunk,
                     eval_episodes=1, buffer_capacity=100_000)
-    experiment = Experiment(run, SACConfig(critic_width=128, actor_width=128))
-    names = kinds.get("mjx").resolve_tasks(run.tasks)
-    program = Program(make_train(run, *kinds.build_mjx(experiment, names)), make_population(run))
-    state = program.fresh_state()
+    built = program.build(program.plan("mjx", Experiment(run, SACConfig(critic_width=128, actor_width=128))))
+    state = built.program.fresh_state()
     t0 = time.perf_counter()
-    step = program.compile_chunk(state, 0, chunk)
+    step = built.program.compile_chunk(state, 0, chunk)
     compile_s = time.perf_counter() - t0
     it = 0
     for timed in (False, True):  # the warm-up chunk untimed, then the learning chunks

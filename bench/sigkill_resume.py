@@ -36,7 +36,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from purejaxbrc.checkpoint import join, list_steps  # noqa: E402
-from purejaxbrc.evaluate import load  # noqa: E402
+from purejaxbrc.program import load  # noqa: E402
 
 FLAGS = ["cpu", "--tasks", "CartPole-v1", "--num-seeds", "2", "--num-envs", "4",
          "--total-iterations", "3000", "--warmup-iterations", "200", "--eval-every", "500",

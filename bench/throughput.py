@@ -6,26 +6,23 @@
     python bench/throughput.py --width-sweep   # learning it/s by critic width, beside the authors' code
     python bench/throughput.py --population    # population-it/s on 1, 2, 4 (simulated) devices
 
-Per configuration it measures compile seconds (apart from running), iterations/s, env-steps/s,
-gradient steps/s, the env-only rate (warm-up iterations: act, step, insert, no gradient steps),
-peak memory, and the update's achieved FLOP/s and MFU. FLOPs are XLA's cost analysis of one
-lowered gradient step (`agent.update`: critic with its target pass, actor, temperature), times
-gradient steps per second in the running loop; the peak is the device's datasheet dense peak
-on GPU and, on CPU, the best f32 matmul rate measured in this process.
+Per configuration (bench/fused.py) it measures compile seconds (apart from running), iterations/s,
+env-steps/s, gradient steps/s, the env-only rate (warm-up iterations: act, step, insert, no
+gradient steps), peak memory, and the update's achieved FLOP/s and MFU: FLOPs counted from the
+matmul shapes of one gradient step, times gradient steps per second in the running loop, over
+this device's measured matmul rate (bench/device.py).
 
 It prints a table and writes `--out` (default `bench/results/<device>-<date>.json`) with one
-record per configuration plus the device and versions, and a PNG of the sweeps beside it.
+record per configuration plus the device and versions, and a PNG of the sweeps beside it. For a
+GPU window with a time budget, bench/suite.py runs a prioritised list of these measurements.
 """
 
 import dataclasses
 import datetime
-import functools
 import json
 import os
-import platform
 import resource
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +30,20 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax
-import jax.numpy as jnp
 import tyro
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from purejaxbrc import kinds
+from bench import population
+from bench.compare import CHEAP, compare
+from bench.device import cpu_model, device_slug
+from bench.fused import bench_config, measure_fused
+from bench.width import parse_widths, width_sweep
+from purejaxbrc import program, rundir
+from purejaxbrc.cli import exit_on_error
 from purejaxbrc.config import ConfigError, Experiment, RunConfig
 from purejaxbrc.dqn import DQNConfig
-from purejaxbrc.run import Program, enable_compilation_cache, exit_on_error, make_population, run_info
 from purejaxbrc.sac import SACConfig
-from purejaxbrc.sweep import hyperparameters
-from purejaxbrc.train import make_train
-
-CHEAP = "CartpoleBalance,CartpoleSwingup,PendulumSwingup"
 
 
 @dataclass(frozen=True)
@@ -86,12 +85,6 @@ class Args:
 
 
 # -- configurations --------------------------------------------------------------------------------
-def bench_config(base: Experiment, *, chunk: int, **overrides) -> Experiment:
-    """`base` with a warm-up of one chunk and room for the timed chunks, and no evaluation."""
-    return base.replace(warmup_iterations=chunk, chunk_iterations=chunk, eval_every=chunk,
-                        total_iterations=1_000_000, eval_episodes=1, **overrides)
-
-
 def configurations(args: Args) -> dict[str, tuple[str, Experiment]]:
     """name -> (kind, experiment)."""
     if args.tiny:
@@ -104,7 +97,7 @@ def configurations(args: Args) -> dict[str, tuple[str, Experiment]]:
             RunConfig(tasks=CHEAP, batch_size=128, buffer_capacity=100_000),
             SACConfig(critic_width=128, actor_width=128)), chunk=250)),
         "paper": ("mjx", bench_config(Experiment(RunConfig(tasks="humanoids", batch_size=1024), SACConfig()),
-                                      chunk=2 if cpu else 250)),
+                                      chunk=2 if cpu else 250)),  # the warm-up grows to fill a batch
         "minatar": ("minatar", bench_config(Experiment(
             RunConfig(tasks="minatar", batch_size=128 if cpu else 1024, num_envs=16 if cpu else 64,
                       buffer_capacity=100_000),
@@ -113,276 +106,6 @@ def configurations(args: Args) -> dict[str, tuple[str, Experiment]]:
 
 
 SWEEPS = {"num_seeds": (1, 2, 4, 8), "num_envs": (1, 4, 16), "critic_width": (64, 128, 256, 512)}
-
-
-# -- the width sweep ---------------------------------------------------------------------------
-def parse_widths(text: str) -> list[tuple[int, int]]:
-    """`--widths`: comma-separated critic_width:batch_size pairs."""
-    try:
-        pairs = [tuple(int(v) for v in pair.split(":")) for pair in text.split(",")]
-    except ValueError:
-        pairs = []
-    if not pairs or any(len(p) != 2 or min(p) <= 0 for p in pairs):
-        raise ConfigError(f"--widths {text!r}: expected positive critic_width:batch_size pairs, e.g. 512:256")
-    return pairs
-
-
-def width_experiment(width: int, batch: int) -> Experiment:
-    """The configuration the authors' code was timed on: CartpoleSwingup (a cheap reset), one
-    seed, UTD 2, the default actor (width 256), critic width and batch as given. Chunks shrink
-    with width so each lasts seconds; the warm-up covers one batch."""
-    chunk = max(10, 25_600 // width)
-    experiment = bench_config(Experiment(RunConfig(tasks="CartpoleSwingup", batch_size=batch, utd=2,
-                                                   buffer_capacity=100_000),
-                                         SACConfig(critic_width=width)), chunk=chunk)
-    return experiment.replace(warmup_iterations=-(-batch // chunk) * chunk)
-
-
-def width_sweep(args: Args, log) -> list[dict]:
-    """Learning iterations/s of `width_experiment` per `--widths` pair, beside the authors' code
-    as measured on this CPU model (another model's figures would make a meaningless ratio)."""
-    reference = {}
-    if Path(args.reference).exists():
-        for r in json.loads(Path(args.reference).read_text())["records"]:
-            if r.get("cpu_model") == cpu_model() and r.get("cpu_count", os.cpu_count()) == os.cpu_count():
-                reference[(r["task"], r["critic_width"], r["batch_size"])] = r
-    if not reference:
-        log(f"no figures of the authors' code on this CPU ({cpu_model()}) in {args.reference}: "
-            "bench/lockstep.py --reference measures them side by side")
-    records = []
-    for width, batch in parse_widths(args.widths):
-        experiment = width_experiment(width, batch)
-        log(f"width sweep: critic width {width}, batch {batch} ...")
-        record = dict(measure_fused("mjx", experiment, timed_chunks=args.timed_chunks), name=f"width={width}/batch={batch}",
-                      sweep="critic_width")
-        ref = reference.get(("cartpole-swingup", width, batch))
-        if ref:
-            record.update(reference_iterations_per_s=ref["learning_iterations_per_s"],
-                          reference_cores=ref.get("learning_cores"),
-                          ratio_vs_reference=record["iterations_per_s"] / ref["learning_iterations_per_s"])
-            log(f"  {record['iterations_per_s']:.2f} it/s ({record['cores']:.2f} cores) vs the authors' "
-                f"{ref['learning_iterations_per_s']:.2f}: {record['ratio_vs_reference']:.2f}x")
-        records.append(record)
-    return records
-
-
-# -- the device -----------------------------------------------------------------------------------
-# Dense datasheet peaks (FLOP/s). XLA runs f32 matmuls on these GPUs as TF32 by default.
-GPU_PEAKS = {"H100": {"float32": 494.7e12, "bfloat16": 989.4e12},
-             "H200": {"float32": 494.7e12, "bfloat16": 989.4e12},
-             "A100": {"float32": 156e12, "bfloat16": 312e12}}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-@functools.lru_cache
-def peak_flops(dtype: str) -> tuple[float, str]:
-    device = jax.devices()[0]
-    for name, peaks in GPU_PEAKS.items():
-        if name in device.device_kind:
-            return peaks[dtype], f"datasheet dense {dtype} peak of {name}"
-    n = 1024
-    a = jnp.ones((n, n), jnp.float32)
-    mm = jax.jit(lambda a: a @ a).lower(a).compile()
-    mm(a).block_until_ready()
-    best = min(_timed(lambda: mm(a).block_until_ready()) for _ in range(10))
-    return 2 * n**3 / best, f"best f32 {n}x{n} matmul measured in this process"
-
-
-def device_slug() -> str:
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        return f"cpu-{os.cpu_count()}core"
-    return device.device_kind.lower().replace(" ", "-")
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-# -- measuring the fused loop ---------------------------------------------------------------------
-def cpu_seconds() -> float:
-    """CPU time of this process, all threads: over a wall interval, the cores it kept busy."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def update_flops(agent, state, run, num_tasks: int) -> float:
-    """XLA's FLOP count of one gradient step of one member, from the lowered `agent.update`."""
-    one = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype)  # noqa: E731  (drop the member axis)
-    agent_state = jax.tree.map(one, state.agent)
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((run.batch_size,) + x.shape[3:], x.dtype),
-                         state.buffer.data)  # leaves [members, tasks, capacity, ...]
-    tasks = jax.ShapeDtypeStruct((run.batch_size,), jnp.int32)
-    scale = jax.ShapeDtypeStruct((num_tasks,), jnp.float32)
-    key = jax.ShapeDtypeStruct(state.key.shape[1:], state.key.dtype)
-    hp = hyperparameters(agent.config, {})
-    update = jax.jit(lambda *args: agent.update(*args, hp))
-    cost = update.lower(agent_state, batch, tasks, scale, key).cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"])
-
-
-def peak_memory(compiled) -> tuple[int, str]:
-    stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], "memory_stats") else None
-    if stats and "peak_bytes_in_use" in stats:
-        return int(stats["peak_bytes_in_use"]), "device memory_stats peak_bytes_in_use"
-    m = compiled.memory_analysis()
-    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-    return int(total), "XLA memory_analysis of the chunk (arguments + outputs + temporaries - donated)"
-
-
-@dataclass
-class Started:
-    """A compiled chunk past its warm-up: `advance` runs learning chunks from where it stands."""
-
-    experiment: Experiment
-    names: tuple[str, ...]
-    agent: object
-    chunk: object  # the compiled chunk: (state, it, learn_from) -> (state, metrics, info)
-    state: object
-    it: int
-    compile_s: float
-    env_only_s: float  # seconds per warm-up chunk (act, step, insert; no gradient steps)
-
-    def advance(self, chunks: int) -> tuple[float, float]:
-        """Run `chunks` (> 0) chunks; their wall seconds and the cores this process kept busy."""
-        if chunks <= 0:
-            raise ValueError(f"advance({chunks}): at least one chunk")
-        learn_from = jnp.int32(self.experiment.run.warmup_iterations)
-        t0, cpu0 = time.perf_counter(), cpu_seconds()
-        for _ in range(chunks):
-            self.state, metrics, _ = self.chunk(self.state, jnp.int32(self.it), learn_from)
-            self.it += self.experiment.run.chunk
-        jax.block_until_ready((self.state, metrics))
-        wall = time.perf_counter() - t0
-        return wall, (cpu_seconds() - cpu0) / wall
-
-
-def start_fused(kind: str, experiment: Experiment) -> Started:
-    """Compile the population's chunk (the program the run loop calls), run the warm-up chunks
-    (env only) and one learning chunk, untimed."""
-    spec = kinds.get(kind)
-    config = experiment.run
-    names = spec.resolve_tasks(config.tasks)
-    env, eval_env, agent = spec.build(experiment, names)
-    program = Program(make_train(config, env, eval_env, agent), make_population(config))
-    state = program.fresh_state()
-    jax.block_until_ready(state)
-    learn_from = jnp.int32(config.warmup_iterations)
-
-    t0 = time.perf_counter()
-    chunk = program.compile_chunk(state, 0, learn_from)
-    compile_s = time.perf_counter() - t0
-
-    warmup_chunks = len(range(0, config.warmup_iterations, config.chunk))
-    t0 = time.perf_counter()
-    for it in range(0, config.warmup_iterations, config.chunk):  # random actions, no updates
-        state, _, _ = chunk(state, jnp.int32(it), learn_from)
-    jax.block_until_ready(state)
-    env_only_s = (time.perf_counter() - t0) / warmup_chunks
-    started = Started(experiment, names, agent, chunk, state, config.warmup_iterations,
-                      compile_s, env_only_s)
-    started.advance(1)  # the first learning chunk
-    return started
-
-
-def measure_fused(kind: str, experiment: Experiment, timed_chunks: int) -> dict:
-    """Start the chunk (`start_fused`), then time `timed_chunks` learning chunks."""
-    started = start_fused(kind, experiment)
-    run_s, cores = started.advance(timed_chunks)
-    config, names, env_only_s = experiment.run, started.names, started.env_only_s
-
-    its = timed_chunks * config.chunk
-    steps_per_it = config.num_seeds * len(names) * config.num_envs
-    flops = update_flops(started.agent, started.state, config, len(names))
-    grad_steps_per_s = its * config.utd * config.num_seeds / run_s
-    peak, peak_source = peak_flops(experiment.agent.critic_matmul_dtype)
-    memory, memory_source = peak_memory(started.chunk)
-    return dict(
-        kind=kind, tasks=list(names), num_tasks=len(names), num_seeds=config.num_seeds,
-        num_envs=config.num_envs, critic_width=experiment.agent.critic_width,
-        actor_width=getattr(experiment.agent, "actor_width", None),
-        batch_size=config.batch_size, utd=config.utd, matmul_dtype=experiment.agent.critic_matmul_dtype,
-        chunk_iterations=config.chunk, timed_iterations=its,
-        compile_s=started.compile_s, run_s=run_s,
-        iterations_per_s=its / run_s, env_steps_per_s=its * steps_per_it / run_s,
-        grad_steps_per_s=grad_steps_per_s,
-        env_only_iterations_per_s=config.chunk / env_only_s,
-        env_share=(env_only_s / config.chunk) / (run_s / its), cores=cores,
-        peak_memory_bytes=memory, peak_memory_source=memory_source,
-        update_flops=flops, flops_source="XLA cost_analysis of one lowered agent.update (per seed)",
-        achieved_flops_per_s=flops * grad_steps_per_s, peak_flops_per_s=peak,
-        peak_flops_source=peak_source, mfu=flops * grad_steps_per_s / peak,
-    )
-
-
-# -- the comparisons ------------------------------------------------------------------------------
-def compare_config(args: Args, tasks: str, num_seeds: int, steps: int) -> Experiment:
-    """Our side of a comparison: the networks, batch per task and UTD brax gets; a third of
-    the steps warm up, a third learn untimed (brax's first epoch, which compiles), a third is
-    timed (brax's second epoch)."""
-    n = len(tasks.split(","))
-    warmup = steps // 3
-    return Experiment(
-        RunConfig(tasks=tasks, num_seeds=num_seeds, batch_size=args.compare_batch * n, utd=2,
-                  warmup_iterations=warmup, chunk_iterations=warmup, eval_every=warmup,
-                  total_iterations=steps, eval_episodes=1),
-        SACConfig(critic_width=args.compare_width, actor_width=args.compare_width, actor_depth=2))
-
-
-def compare(args: Args, log) -> tuple[list[dict], dict]:
-    """(i) one task, one seed and (ii) three tasks x `compare_seeds` seeds: our fused loop (one
-    program) against brax SAC (one run per task and seed, one after another); for (i) also the
-    unfused loop with our own agent."""
-    from bench import brax_sac, unfused
-    steps = args.compare_steps or (600 if args.quick else 2000)
-    records, ratios = [], {}
-    for label, tasks, seeds in (("single", "CartpoleSwingup", 1), ("multi", CHEAP, args.compare_seeds)):
-        experiment = compare_config(args, tasks, seeds, steps)
-        config = experiment.run
-        log(f"{label}: fused loop, {tasks} x {seeds} seeds ...")
-        ours = measure_fused("mjx", experiment, timed_chunks=max(1, steps // config.chunk - 2))
-        ours.update(name=f"fused_{label}")
-        hidden = 1 + 2 * experiment.agent.critic_depth  # BroNet matmuls before the head
-        log(f"{label}: brax SAC, {len(tasks.split(','))} tasks x {seeds} seeds, one run each ...")
-        runs = [brax_sac.measure(task, config.seed + s, env_steps=steps,
-                                 warmup=config.warmup_iterations, width=args.compare_width,
-                                 hidden_layers=hidden, batch_size=args.compare_batch, utd=config.utd)
-                for task in tasks.split(",") for s in range(seeds)]
-        brax = dict(name=f"brax_sac_{label}", kind="brax_sac", tasks=tasks.split(","), num_seeds=seeds,
-                    runs=runs, width=args.compare_width, hidden_layers=hidden,
-                    batch_size=args.compare_batch, utd=config.utd,
-                    env_steps_per_s=sum(r["timed_env_steps"] for r in runs) / sum(r["timed_s"] for r in runs),
-                    total_s=sum(r["total_s"] for r in runs))
-        key = "ratio_vs_brax_sac_single" if label == "single" else "ratio_vs_brax_sac"
-        ratios[key] = ours["env_steps_per_s"] / brax["env_steps_per_s"]
-        log(f"{label}: fused {ours['env_steps_per_s']:,.1f} env-steps/s, brax SAC "
-            f"{brax['env_steps_per_s']:,.1f} -> {key} = {ratios[key]:.2f}")
-        records += [ours, brax]
-        if label == "single":
-            log("single: unfused loop ...")
-            env, _, agent = kinds.build_mjx(experiment, (tasks,))
-            slow = unfused.measure(config, env, agent, iterations=max(100, steps // 3),
-                                   warmup=config.warmup_iterations)
-            ratios["ratio_vs_unfused"] = ours["env_steps_per_s"] / slow["env_steps_per_s"]
-            log(f"single: fused {ours['env_steps_per_s']:,.1f} env-steps/s, unfused "
-                f"{slow['env_steps_per_s']:,.1f} -> ratio_vs_unfused = {ratios['ratio_vs_unfused']:.2f}")
-            records.append(dict(slow, name="unfused_single", kind="unfused", tasks=[tasks], num_seeds=1,
-                                critic_width=experiment.agent.critic_width, batch_size=config.batch_size,
-                                utd=config.utd))
-    return records, ratios
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -406,10 +129,9 @@ def plot_sweeps(records, path: Path) -> bool:
             sweeps.setdefault(r["sweep"], []).append(r)
     if not sweeps:
         return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.4), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(sweeps), 3.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(sweeps), squeeze=False)
     for ax, (name, rs) in zip(axes[0], sweeps.items()):
         xs = [r[name] for r in rs]
         ax.plot(xs, [r["env_steps_per_s"] for r in rs], "o-", label="env-steps/s")
@@ -436,16 +158,15 @@ def main(args: Args):
         raise ConfigError("--timed-chunks and --compare-seeds must be > 0, --compare-steps 0 or >= 300")
     parse_widths(args.widths)
     out = Path(args.out or f"bench/results/{device_slug()}-{datetime.date.today().isoformat()}.json")
-    enable_compilation_cache()
+    program.enable_compilation_cache()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     records, ratios = [], {}
     if args.width_sweep or args.population:
         names, args = [], dataclasses.replace(args, sweeps=False, compare=False)
     if args.width_sweep:
-        records += width_sweep(args, log)
+        records += width_sweep(args.widths, args.reference, args.timed_chunks, log)
     if args.population:
-        from bench import population
         gpu = jax.default_backend() != "cpu"
         records += [dict(r, name=f"population/devices={r['devices']}/members={r['members']}")
                     for r in population.sweep([1] if gpu else [1, 2, 4], [1, 2, 4, 8, 16] if gpu else [4],
@@ -469,7 +190,7 @@ def main(args: Args):
         records += more
 
     device = jax.devices()[0]
-    info = run_info(None)
+    info = rundir.run_info(None)
     result = dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
                   device=device.device_kind, platform=device.platform, cpu=cpu_model(),
                   cpu_count=os.cpu_count(), versions=info["versions"], command=" ".join(sys.argv),

@@ -15,7 +15,6 @@ import numpy as np
 
 from purejaxbrc import normalizer
 from purejaxbrc.buffer import Transition
-from purejaxbrc.sweep import hyperparameters
 
 
 class HostBuffer:
@@ -53,14 +52,14 @@ def measure(config, env, agent, iterations: int, warmup: int) -> dict:
     key, k_agent, k_env = jax.random.split(key, 3)
     rng = np.random.default_rng(config.seed)
 
-    hp = hyperparameters(agent.config, {})
+    hp = agent.config.hyperparameters({})
     agent_state = agent.init(k_agent, hp)
     step_fn = jax.jit(env.step)
     explore_fn = jax.jit(lambda s, o, t, k: agent.explore(s, o, t, k, 0, hp))
     update_fn = jax.jit(lambda s, b, t, sc, k: agent.update(s, b, t, sc, k, hp))
     refill_fn = jax.jit(env.refill)
     norm_update = jax.jit(normalizer.update, static_argnums=4)
-    scale_fn = jax.jit(lambda norm, s: normalizer.scale(norm, hp["v_max"], agent.reward_allowance(s, hp)))
+    scale_fn = jax.jit(lambda norm, s: agent.reward_scale(s, norm, hp))
 
     env_state, obs = jax.jit(env.reset)(k_env)
     obs = np.asarray(obs)
@@ -82,7 +81,7 @@ def measure(config, env, agent, iterations: int, warmup: int) -> dict:
         step = jax.device_get(step)
         buf.add(Transition(obs=obs, action=action, reward=step.reward, terminated=step.terminated,
                            truncated=step.truncated, next_obs=step.next_obs))
-        norm = norm_update(norm, step.reward, step.terminated, step.truncated, hp["gamma"])
+        norm = norm_update(norm, step.reward, step.terminated, step.truncated, agent.discount(hp))
         obs = step.obs
         if (step.terminated | step.truncated).any():  # a host loop resets what ended
             key, k_refill = jax.random.split(key)

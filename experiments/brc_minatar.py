@@ -6,20 +6,11 @@ compiled program over seeds, sweep variants and devices.
     python experiments/brc_minatar.py cpu --tasks Breakout-MinAtar,Asterix-MinAtar --critic-width 512
 """
 
-from dataclasses import dataclass
-
-import tyro
-
 from purejaxbrc import cli, run
 from purejaxbrc.config import Experiment, RunConfig
 from purejaxbrc.dqn import DQNConfig
 
-
-@dataclass(frozen=True)
-class MinAtarExperiment(Experiment):
-    """Categorical double Q on gymnax games."""
-
-    agent: tyro.conf.OmitArgPrefixes[DQNConfig]
+MinAtarExperiment = cli.experiment_type(DQNConfig, "MinAtarExperiment", "Categorical double Q on gymnax games.")
 
 
 PRESETS = {

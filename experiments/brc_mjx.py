@@ -6,20 +6,11 @@ variants and devices.
     python experiments/brc_mjx.py demo --sweep lr=1e-4,3e-4 tau=0.005,0.01 --num-seeds 2
 """
 
-from dataclasses import dataclass
-
-import tyro
-
 from purejaxbrc import cli, run
 from purejaxbrc.config import Experiment, RunConfig
 from purejaxbrc.sac import SACConfig
 
-
-@dataclass(frozen=True)
-class MJXExperiment(Experiment):
-    """SAC on MuJoCo Playground control tasks."""
-
-    agent: tyro.conf.OmitArgPrefixes[SACConfig]
+MJXExperiment = cli.experiment_type(SACConfig, "MJXExperiment", "SAC on MuJoCo Playground control tasks.")
 
 
 PRESETS = {

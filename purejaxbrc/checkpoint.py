@@ -13,7 +13,11 @@ Restoring goes into an abstract target built by jax.eval_shape of the vmapped in
 dtypes and the tree structure come from the code and only array contents come from disk. A
 checkpoint that fails to restore, or whose arrays do not match their fingerprints, is corrupt:
 `restore_latest` falls back to the previous one (saying so) and moves the bad ones aside to
-RUN_DIR/checkpoints.corrupt/ so that the resumed run can save those iterations again.
+RUN_DIR/checkpoints.corrupt/ so that the resumed run can save those iterations again. `read`
+takes named arrays as saved, without a target (a transfer run reads a pretrained agent so).
+
+Whether a checkpoint belongs to the run restoring it is the caller's question (`check`):
+purejaxbrc.rundir compares the configs.
 """
 
 import logging
@@ -21,12 +25,14 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from purejaxbrc.config import ConfigError, config_diff
+import orbax.checkpoint as ocp
+
+from purejaxbrc.config import ConfigError
 
 STATE, BUFFER, META = "state", "buffer", "meta"
 
@@ -150,7 +156,6 @@ class Checkpoints:
     @property
     def manager(self):
         if self._manager is None:
-            import orbax.checkpoint as ocp
             # absl logs every save and restore at INFO/WARNING; the host loop reports its own.
             logging.getLogger("absl").setLevel(logging.ERROR)
             options = ocp.CheckpointManagerOptions(
@@ -164,7 +169,6 @@ class Checkpoints:
         return list_steps(self.run_dir)
 
     def save(self, iteration: int, state, meta: dict, with_buffer: bool = True) -> None:
-        import orbax.checkpoint as ocp
         rest, data = split(state)
         items = {STATE: stored(named(rest))}
         if with_buffer:
@@ -176,7 +180,6 @@ class Checkpoints:
 
     def read_meta(self, step: int) -> dict:
         """The JSON item alone; raises CorruptCheckpoint if it is missing or unreadable."""
-        import orbax.checkpoint as ocp
         try:
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[META]
             meta["iteration"], meta["config"], meta["fingerprint"], meta["buffer"]  # noqa: B018
@@ -186,7 +189,6 @@ class Checkpoints:
 
     def restore(self, step: int, abstract, with_buffer: bool = True) -> Restored:
         """Checkpoint `step` into the structure of `abstract` (the vmapped init's eval_shape)."""
-        import orbax.checkpoint as ocp
         meta = self.read_meta(step)
         rest_abs, data_abs = split(abstract)
         targets = {STATE: stored(named(rest_abs))}
@@ -209,18 +211,15 @@ class Checkpoints:
                 if BUFFER in targets else None)
         return Restored(step, unnamed(rest_abs, with_empty(got[STATE], named(rest_abs), self.sharding)), data, meta)
 
-    def restore_checked(self, step: int, abstract, config_dict: dict, with_buffer: bool = True) -> Restored:
-        """`restore` after checking that the checkpoint is of this config (ConfigError naming the
-        fields that differ); CorruptCheckpoint when it is damaged."""
-        differ = config_diff(self.read_meta(step)["config"], config_dict)
-        if differ:
-            raise ConfigError(f"checkpoint {step} in {self.dir} is from a different config "
-                              f"(differs in: {', '.join(differ)})")
+    def restore_checked(self, step: int, abstract, check: Callable[[dict], None], with_buffer: bool = True) -> Restored:
+        """`restore` after `check(meta)` (which raises ConfigError for a checkpoint of another
+        run); CorruptCheckpoint when it is damaged."""
+        check(self.read_meta(step))
         return self.restore(step, abstract, with_buffer)
 
-    def restore_latest(self, abstract, config_dict: dict, with_buffer: bool = True, warn=None) -> Restored:
-        """The newest readable checkpoint. A corrupt one is reported on stderr and the one
-        before it tried; a checkpoint of another config is a ConfigError naming the fields."""
+    def restore_latest(self, abstract, check: Callable[[dict], None], with_buffer: bool = True, warn=None) -> Restored:
+        """The newest readable checkpoint that passes `check`. A corrupt one is reported on
+        stderr and the one before it tried."""
         warn = warn or (lambda msg: print(msg, file=sys.stderr))
         steps = self.steps()
         if not steps:
@@ -228,7 +227,7 @@ class Checkpoints:
         bad = []
         for s in reversed(steps):
             try:
-                restored = self.restore_checked(s, abstract, config_dict, with_buffer)
+                restored = self.restore_checked(s, abstract, check, with_buffer)
             except CorruptCheckpoint as e:
                 warn(f"warning: checkpoint {s} is corrupt or incomplete ({e}); trying the one before")
                 bad.append(s)
@@ -239,6 +238,25 @@ class Checkpoints:
                 warn(f"warning: fell back to checkpoint {s}")
             return restored
         raise ConfigError(f"no readable checkpoint in {self.dir} (tried {', '.join(map(str, bad))})")
+
+    def read(self, step: int, prefix: str) -> dict:
+        """`{name: numpy array}` of the saved state arrays whose names start with `prefix`
+        (e.g. ".agent."), as saved: no target, so no program needs to be built for it. Every
+        process reads the whole of each; fingerprints are checked (CorruptCheckpoint)."""
+        meta = self.read_meta(step)
+        _quiet_failed_reads()
+        try:
+            shapes = ocp.StandardCheckpointHandler().metadata(self.dir / str(step) / STATE)
+            target = {k: np.zeros(m.shape, m.dtype) for k, m in shapes.items()}  # numpy leaves: numpy out
+            got = self.manager.restore(step, args=ocp.args.Composite(
+                **{STATE: ocp.args.StandardRestore(target)}))[STATE]
+        except Exception as e:
+            raise CorruptCheckpoint(_reason(e))
+        wanted = {k: v for k, v in got.items() if k.startswith(prefix)}
+        bad = [k for k, v in fingerprints(wanted).items() if v != meta["fingerprint"][STATE].get(k)]
+        if bad:
+            raise CorruptCheckpoint(f"{STATE}: {len(bad)} arrays do not match their fingerprints (first: {bad[0]})")
+        return wanted
 
     def set_aside(self, steps) -> Path:
         """Move corrupt checkpoints out of the manager's directory (kept for inspection)."""

@@ -1,12 +1,56 @@
-"""The experiment scripts' command line: named presets, and flags that override them.
+"""The command line of the experiment scripts and tools: named presets and flags that override
+them, the experiment types tyro parses, and how a run's end becomes the process exit code.
 
     python experiments/brc_mjx.py demo --tasks CheetahRun      # a preset, then overrides
     python experiments/brc_mjx.py --tasks CheetahRun           # flags alone: the default preset
+
+Exit codes: 0 done; 2 bad input (`ConfigError`: one line starting `error:`, before anything is
+compiled or written); 3 a non-finite loss or parameter; 130 / 143 stopped by SIGINT / SIGTERM
+after writing a checkpoint (`RunStopped` carries the code).
 """
 
+import dataclasses
 import sys
 
 import tyro
+
+from purejaxbrc.config import ConfigError, Experiment, TransferConfig
+
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+
+
+class RunStopped(Exception):
+    """The run stopped before its end; `code` is the process exit code."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def exit_on_error(fn):
+    """Run `fn()`; a ConfigError becomes one line on stderr and exit code 2, a RunStopped its
+    message and code."""
+    try:
+        return fn()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except RunStopped as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(e.code)
+
+
+def experiment_type(agent_config: type, name: str, doc: str, transfer: bool = False) -> type:
+    """The dataclass tyro parses for a script: an `Experiment` whose agent is `agent_config`,
+    both without flag prefixes, and with `transfer` a `TransferConfig` (`--from`, `--mode`)."""
+    fields = [("agent", tyro.conf.OmitArgPrefixes[agent_config])]
+    if transfer:
+        fields.append(("transfer", tyro.conf.OmitArgPrefixes[TransferConfig],
+                       dataclasses.field(default=TransferConfig())))
+    cls = dataclasses.make_dataclass(name, fields, bases=(Experiment,), frozen=True)
+    cls.__doc__ = doc
+    return cls
 
 
 def parse(presets: dict, default: str, argv=None):

@@ -1,18 +1,18 @@
 """Typed configuration of a BRC run, validated before anything is compiled.
 
 An `Experiment` is a loop config (`RunConfig`: tasks, seeds, budget, replay, checkpoints, the
-sweep, devices and hosts) composed with an agent config (`sac.SACConfig` on control tasks,
-`dqn.DQNConfig` on discrete games). The fields an agent config lists in its `SWEEPABLE` can take
+sweep, devices and hosts) composed with an agent config (`agent.AgentConfig`: `sac.SACConfig` on
+control tasks, `dqn.DQNConfig` on discrete games). A transfer run adds a `TransferConfig`. The fields an agent config lists in its `SWEEPABLE` can take
 different values within one compiled program (`--sweep`): they are per-member data in the
 training state. Every other field is a compile-time constant, among them all that shape the
 program (widths, batch size, UTD, chunk length).
 """
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import tyro
 
 
@@ -108,18 +108,14 @@ class RunConfig:
         return min(self.buffer_capacity, self.total_iterations * self.num_envs)
 
 
-# Fields that may differ between a run and its resumption: they change where and how often the
-# state is saved, or how processes find each other, never the numbers the run computes.
-RESUME_FREE = ("resume", "run_dir", "checkpoint_every", "keep_checkpoints", "buffer_checkpoint",
-               "coordinator_address", "num_processes", "process_id", "sweep", "sweep_file")
-
 @dataclass(frozen=True)
 class Experiment:
     """What a script runs: the loop and the agent. Flags carry no prefix (`--lr`, `--tasks`);
-    each script declares `agent` with its agent config's type for the command line."""
+    each script declares `agent` with its agent config's type for the command line
+    (purejaxbrc.cli.experiment_type)."""
 
     run: tyro.conf.OmitArgPrefixes[RunConfig]
-    agent: Any
+    agent: Any  # a purejaxbrc.agent.AgentConfig
 
     def replace(self, **changes) -> "Experiment":
         """A copy with fields changed by their flag names, wherever they live (`lr=`, `tasks=`)."""
@@ -132,50 +128,30 @@ class Experiment:
             self, run=dataclasses.replace(self.run, **{k: v for k, v in changes.items() if k in run_names}),
             agent=dataclasses.replace(self.agent, **{k: v for k, v in changes.items() if k in agent_names}))
 
-    def to_dict(self, variants=None) -> dict:
-        """config.json: `{"run": ..., "agent": ..., "variants": [...]}` (and `"transfer"` for a
-        transfer run); `variants` are the resolved sweep (`[{}]` without a sweep)."""
-        d = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        d["variants"] = list(variants) if variants is not None else [{}]
-        return json.loads(json.dumps(d))  # as config.json holds it: tuples become lists
 
+@dataclass(frozen=True)
+class TransferConfig:
+    """Where a transfer run starts from (purejaxbrc.transfer): an explicit input of planning and
+    building a run, None for a run trained from scratch."""
 
-def from_dict(d: dict, agent_class) -> Experiment:
-    """The Experiment stored as `to_dict()`; fields it lacks take their defaults."""
-    parts = {"run", "agent", "variants", "transfer"}
-    if set(d) - parts or not {"run", "agent"} <= set(d):
-        raise ConfigError(f"stored config has the parts {', '.join(sorted(d))}; expected run, agent, "
-                          f"variants (and transfer)")
+    source: Annotated[str, tyro.conf.arg(name="from")] = ""
+    """The pretrained run's directory."""
+    checkpoint: int | None = None
+    """Its checkpoint (iteration) to start from; default: the latest readable one."""
+    mode: Literal["finetune", "embedding", "scratch"] = "finetune"
+    new_rows: Literal["mean", "fresh"] = "mean"
+    """How a new task's embedding row starts: the mean of the pretrained rows, or fresh."""
+    # Read from the pretrained run when this run starts, and kept in config.json:
+    source_tasks: tyro.conf.Suppress[tuple[str, ...]] = ()
+    source_step: tyro.conf.Suppress[int] = -1
+    obs_shape: tyro.conf.Suppress[tuple[int, ...]] = ()
+    """The pretrained padded observation shape: `(size,)` for MJX, `(H, W, C)` for games."""
+    num_actions: tyro.conf.Suppress[int] = 0
+    """The pretrained padded action size (MJX) or action count (games)."""
 
-    def build(cls, fields: dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ConfigError(f"stored config has fields {cls.__name__} does not know: {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    run, agent = build(RunConfig, d["run"]), build(agent_class, d["agent"])
-    if "transfer" in d:
-        from purejaxbrc.transfer import TransferConfig, TransferExperiment
-        return TransferExperiment(run=run, agent=agent, transfer=build(TransferConfig, d["transfer"]))
-    return Experiment(run=run, agent=agent)
-
-
-def flat(d: dict) -> dict:
-    """config.json's parts as one dict of flag names (names are unique across the parts)."""
-    out = {}
-    for part, value in d.items():
-        if isinstance(value, dict):
-            out.update(value)
-        else:
-            out[part] = value
-    return out
-
-
-def config_diff(stored: dict, given: dict, ignore=RESUME_FREE) -> list[str]:
-    """`name (stored X, given Y)` for every field that differs, `ignore` left out."""
-    stored, given = flat(stored), flat(given)
-    names = sorted(k for k in set(stored) | set(given) if k not in ignore and stored.get(k) != given.get(k))
-    return [f"{k} (stored {stored.get(k)!r}, given {given.get(k)!r})" for k in names]
+    def rows(self, names) -> np.ndarray:
+        """`[T]` int: each task's row in the pretrained embedding table, -1 for a new task."""
+        return np.array([self.source_tasks.index(n) if n in self.source_tasks else -1 for n in names])
 
 
 def default_batch_size(num_tasks: int) -> int:

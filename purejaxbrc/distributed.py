@@ -7,13 +7,14 @@
   device holding `population / devices` consecutive ones.
 - `over_members(fn, ...)`: a per-member function run over the population, vmapped over each
   device's members inside a `shard_map`, so nothing crosses devices inside the compiled loop.
-- Host reads (`to_host`, `any_process`) gather across processes outside the loop.
+- Host reads (`to_host`, `gather`, `any_process`) gather across processes outside the loop.
 """
 
 import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxbrc.config import ConfigError
@@ -54,28 +55,7 @@ def initialize(run) -> None:
 def barrier(name: str) -> None:
     """Wait until every process gets here."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
-
-
-def check_same_config(config: dict) -> None:
-    """ConfigError on every process unless all were given the same run (`config`: config.json's
-    dict; the process id and coordinator address left out): a process started with other flags would train members
-    that the logs attribute to other seeds or values."""
-    if jax.process_count() == 1:
-        return
-    import json
-    import zlib
-
-    from jax.experimental import multihost_utils
-    # Process 0 may name itself localhost where the others name its host.
-    config = dict(config, run={k: v for k, v in config["run"].items() if k not in ("process_id", "coordinator_address")})
-    digest = zlib.crc32(json.dumps(config, sort_keys=True).encode()) & 0x7FFFFFFF
-    digests = np.asarray(multihost_utils.process_allgather(np.int32(digest))).reshape(-1)
-    others = [i for i, d in enumerate(digests) if d != digests[0]]
-    if others:
-        raise ConfigError(f"processes {', '.join(map(str, others))} were given another configuration than "
-                          f"process 0; start every process with the same flags (only --process-id differs)")
 
 
 def is_primary() -> bool:
@@ -141,13 +121,18 @@ def to_host(tree):
     """Every process gets the whole of `tree` (arrays with a member axis) as numpy."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def gather(value) -> np.ndarray:
+    """`[processes, ...]`: `value` (a host scalar or array) from every process, on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(value)[None]
+    return np.asarray(multihost_utils.process_allgather(value))
 
 
 def any_process(flag: bool) -> bool:
     """True on every process when `flag` is True on any (e.g. a signal only one received)."""
     if jax.process_count() == 1:
         return bool(flag)
-    from jax.experimental import multihost_utils
-    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+    return bool(np.any(gather(np.array([flag]))))

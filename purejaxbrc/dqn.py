@@ -10,49 +10,36 @@ distribution from the Polyak target network, atoms shifted by `r_norm + gamma * 
 * z` (truncation bootstraps), the C51 projection, cross-entropy on the taken action's logits.
 Actions beyond a task's own count are masked out of every argmax and every random choice.
 
-`DQNAgent` has the interface of `SACAgent`, so `purejaxbrc.train` runs it unchanged; like it, it
-holds only static settings, every method is a pure function of its inputs, and hyperparameters
-arrive as `hp` (every name of `DQNConfig.SWEEPABLE`: floats when fixed, arrays when swept).
+`DQNAgent` satisfies `purejaxbrc.agent.Agent`, so `purejaxbrc.train` runs it as it runs SAC:
+static settings only, pure methods, hyperparameters as `hp` (every name of `DQNConfig.SWEEPABLE`).
 """
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal, NamedTuple, Optional
+from typing import ClassVar, NamedTuple, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxbrc import categorical
+from purejaxbrc import categorical, normalizer
+from purejaxbrc.agent import AgentConfig, masked, polyak
 from purejaxbrc.bronet import BroNet, Dense
 from purejaxbrc.config import ConfigError, positive, require
 from purejaxbrc.embedding import TaskEmbedding
 from purejaxbrc.padding import valid_action_mask
-from purejaxbrc.sac import masked, polyak
 
 
 @dataclass(frozen=True)
-class DQNConfig:
-    """The discrete agent (BRC.md, "Discrete actions from pixels")."""
+class DQNConfig(AgentConfig):
+    """The discrete agent (BRC.md, "Discrete actions from pixels"): the shared critic fields
+    (`AgentConfig`), the conv encoder and epsilon-greedy exploration."""
 
-    # What may differ between the members of one program (purejaxbrc.sweep).
-    SWEEPABLE: ClassVar[tuple[str, ...]] = (
-        "lr", "weight_decay", "tau", "gamma", "v_max", "eps_start", "eps_end", "eps_decay")
+    SWEEPABLE: ClassVar[tuple[str, ...]] = AgentConfig.SWEEPABLE + ("eps_start", "eps_end", "eps_decay")
 
-    critic_width: int = 4096
-    critic_depth: int = 2
     conv_channels: tuple[int, ...] = (16,)
     """Output channels of each 3x3 VALID conv + ReLU (image observations only)."""
-    num_atoms: int = 101
-    embed_dim: int = 32
-    embed_norm: Literal["l2", "l1"] = "l2"
-    critic_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    tau: float = 0.005
-    gamma: float = 0.99
-    v_max: float = 10.0
     eps_start: float = 1.0
     """Exploration epsilon at iteration 0 (warm-up iterations count)."""
     eps_end: float = 0.05
@@ -60,11 +47,8 @@ class DQNConfig:
     """Iterations over which epsilon decays linearly from eps_start to eps_end."""
 
     def validate(self) -> None:
-        positive(self, "critic_width", "critic_depth", "embed_dim", "lr", "v_max", "eps_decay")
-        require(self, "num_atoms", lambda v: v >= 2, ">= 2")
-        require(self, "weight_decay", lambda v: v >= 0, ">= 0")
-        require(self, "gamma", lambda v: 0 < v < 1, "in (0, 1)")
-        require(self, "tau", lambda v: 0 < v <= 1, "in (0, 1]")
+        super().validate()
+        positive(self, "eps_decay")
         for name in ("eps_start", "eps_end"):
             require(self, name, lambda v: 0 <= v <= 1, "in [0, 1]")
         if any(c <= 0 for c in self.conv_channels):
@@ -164,7 +148,7 @@ class DQNAgent:
         self.action_counts = tuple(int(a) for a in action_counts)
         self.num_actions = num_actions or max(self.action_counts)  # A_max
         self.embedding, self.trainable = embedding, trainable
-        self.compute_dtype = None if config.critic_matmul_dtype == "float32" else jnp.dtype(config.critic_matmul_dtype)
+        self.compute_dtype = config.compute_dtype
 
     @staticmethod
     def _opt(hp):  # built per call: a swept learning rate is an array
@@ -210,9 +194,13 @@ class DQNAgent:
         return jnp.where(explore, self.random_action(k_random, task_ids),
                          self.greedy(state, obs, task_ids, hp))
 
-    def reward_allowance(self, state: DQNState, hp):
-        del state, hp
-        return jnp.float32(0.0)  # no entropy bonus to make room for
+    def reward_scale(self, state: DQNState, norm, hp):
+        del state  # no entropy bonus to make room for
+        return normalizer.scale(norm, hp["v_max"], jnp.float32(0.0))
+
+    @staticmethod
+    def discount(hp):
+        return hp["gamma"]
 
     # -- learning ----------------------------------------------------------------------------
     def target_distribution(self, state: DQNState, batch, task_ids, reward, hp):

@@ -14,95 +14,26 @@ step, episodes <= 0) prints one line on stderr and exits with code 2.
 """
 
 import argparse
-import dataclasses
-import json
 from pathlib import Path
-from typing import NamedTuple
 
-import purejaxbrc  # noqa: F401  (before JAX: sets the XLA CPU flag)
+import purejaxbrc  # noqa: F401  (before JAX: installs purejaxbrc.lapack)
 import jax
 import numpy as np
 
-from purejaxbrc import kinds, sweep
-from purejaxbrc.checkpoint import Checkpoints, CorruptCheckpoint
-from purejaxbrc.config import ConfigError, from_dict
-from purejaxbrc.run import Program, enable_compilation_cache, exit_on_error, make_population
-from purejaxbrc.runlog import read_rows
-from purejaxbrc.train import make_train
-
-
-def load_config(run_dir: Path):
-    """`(kind, experiment, variants, stored config dict)` from the run directory; ConfigError
-    when they are missing."""
-    if not run_dir.is_dir():
-        raise ConfigError(f"run dir {run_dir} does not exist")
-    try:
-        info = json.loads((run_dir / "run_info.json").read_text())
-        stored = json.loads((run_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"run dir {run_dir}: cannot read run_info.json and config.json ({e})")
-    if not info.get("kind"):
-        raise ConfigError(f"run dir {run_dir}: run_info.json names no kind (written before checkpoints existed)")
-    kind = kinds.get(info["kind"])
-    experiment = from_dict(stored, kind.agent_config)
-    return info["kind"], experiment, tuple(stored.get("variants", [{}])), stored
-
-
-class Loaded(NamedTuple):
-    """A run directory rebuilt: its config, program and one restored checkpoint."""
-
-    kind: str
-    experiment: object  # purejaxbrc.config.Experiment
-    variants: tuple
-    stored: dict  # config.json
-    names: tuple
-    env: object
-    eval_env: object
-    agent: object
-    program: object  # purejaxbrc.run.Program
-    restored: object  # purejaxbrc.checkpoint.Restored
-
-
-def load(run_dir, step: int | None = None, with_buffer: bool = False, episodes: int | None = None) -> Loaded:
-    """Rebuild the run in `run_dir` and restore checkpoint `step` (default: the latest readable
-    one, falling back past damaged ones) onto this machine's devices. ConfigError for a
-    missing run dir or checkpoint; `episodes` overrides the evaluation episodes."""
-    run_dir = Path(run_dir)
-    name, experiment, variants, stored = load_config(run_dir)
-    kind = kinds.get(name)
-    steps = Checkpoints(run_dir).steps()
-    if not steps:
-        raise ConfigError(f"run dir {run_dir} has no checkpoint")
-    if step is not None and step not in steps:
-        raise ConfigError(f"--checkpoint {step}: no such checkpoint in {run_dir}; there are: "
-                          f"{', '.join(map(str, steps))}")
-    names = kind.resolve_tasks(experiment.run.tasks)
-    run = experiment.run
-    eval_run = run if episodes is None else dataclasses.replace(run, eval_episodes=episodes)
-    env, eval_env, agent = kind.build(dataclasses.replace(experiment, run=eval_run), names)
-    population = make_population(run, variants)
-    program = Program(make_train(run, env, eval_env, agent), population, batched=run.vmap_members)
-    abstract = program.abstract_state()
-    ckpts = Checkpoints(run_dir, read_only=True, sharding=program.sharding)
-    if step is None:
-        got = ckpts.restore_latest(abstract, stored, with_buffer=with_buffer)
-    else:  # exactly this one: no fallback to an older one
-        try:
-            got = ckpts.restore_checked(step, abstract, stored, with_buffer=with_buffer)
-        except CorruptCheckpoint as e:
-            raise ConfigError(f"--checkpoint {step} is corrupt or incomplete ({e})")
-    return Loaded(name, experiment, variants, stored, names, env, eval_env, agent, program, got)
+from purejaxbrc import program, sweep
+from purejaxbrc.cli import exit_on_error
+from purejaxbrc.config import ConfigError
+from purejaxbrc.rundir import read_rows
 
 
 def evaluate(run_dir, episodes: int | None = None, step: int | None = None):
-    """`(experiment, population, task names, iteration, returns [members, tasks])` of one
-    checkpoint."""
+    """`(built run, iteration, returns [members, tasks])` of one checkpoint."""
     if episodes is not None and episodes <= 0:
         raise ConfigError(f"--episodes must be > 0, got {episodes}")
-    got = load(run_dir, step, episodes=episodes)
-    state, it = got.restored.rest, got.restored.step
-    returns = np.asarray(got.program.compile_evaluate(state)(state, jax.numpy.int32(it)))
-    return got.experiment, got.program.population, got.names, it, returns
+    built, got = program.load(run_dir, step, episodes=episodes)
+    state, it = got.rest, got.step
+    returns = np.asarray(built.program.compile_evaluate(state)(state, jax.numpy.int32(it)))
+    return built, it, returns
 
 
 def columns(population) -> list[str]:
@@ -144,9 +75,9 @@ def main(argv=None):
     parser.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
                         help="the checkpoint's iteration (default: the latest)")
     args = parser.parse_args(argv)
-    enable_compilation_cache()
-    experiment, population, task_names, step, returns = exit_on_error(
-        lambda: evaluate(args.run_dir, args.episodes, args.checkpoint))
+    program.enable_compilation_cache()
+    built, step, returns = exit_on_error(lambda: evaluate(args.run_dir, args.episodes, args.checkpoint))
+    experiment, population, task_names = built.plan.experiment, built.population, built.plan.names
     episodes = args.episodes or experiment.run.eval_episodes
     print(f"{args.run_dir}: checkpoint at iteration {step}, {episodes} episodes per task and member, "
           f"deterministic policy")

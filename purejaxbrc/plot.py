@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 
 from purejaxbrc.aggregate import bootstrap_band, iqm, mean, stratified_bootstrap_ci
 
@@ -185,8 +187,6 @@ def _draw_task(ax, runs, task, reps, seed):
 
 def write_plots(runs, out_dir: Path, reps: int = 2000, seed: int = 0) -> list[Path]:
     """One PNG per task plus all_tasks.png; returns the paths written."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = all_tasks(runs)

@@ -1,61 +1,40 @@
 """BRC's continuous agent: SAC with a categorical critic ensemble (BRC.md, "Continuous control").
 
-`SACAgent` holds only static settings; every method is a pure function of its inputs, so the
-training loop can jit, scan and vmap it freely. Hyperparameters reach the methods as `hp`, a
-dict with every name of `SACConfig.SWEEPABLE`: Python floats for fixed values (compile-time constants),
-arrays for swept ones (data: one value per population member).
+`SACAgent` satisfies `purejaxbrc.agent.Agent`: static settings only, pure methods, and
+hyperparameters as `hp` (every name of `SACConfig.SWEEPABLE`).
 """
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxbrc import categorical
+from purejaxbrc import categorical, normalizer
 from purejaxbrc.actor import TanhGaussianActor
+from purejaxbrc.agent import AgentConfig, masked, polyak
 from purejaxbrc.config import positive, require
 from purejaxbrc.critic import CategoricalCritic
-from purejaxbrc.normalizer import entropy_allowance
 
 
 @dataclass(frozen=True)
-class SACConfig:
-    """The continuous agent. Defaults are the paper's (BRC.md, "Networks", "Optimisation")."""
+class SACConfig(AgentConfig):
+    """The continuous agent: the shared critic fields (`AgentConfig`; `lr` is the actor's and
+    the critic's), the actor and the temperature."""
 
-    # What may differ between the members of one program (purejaxbrc.sweep).
-    SWEEPABLE: ClassVar[tuple[str, ...]] = (
-        "lr", "weight_decay", "tau", "gamma", "v_max", "alpha_lr", "init_alpha", "target_entropy_scale")
+    SWEEPABLE: ClassVar[tuple[str, ...]] = AgentConfig.SWEEPABLE + ("alpha_lr", "init_alpha", "target_entropy_scale")
 
-    critic_width: int = 4096
-    critic_depth: int = 2
     actor_width: int = 256
     actor_depth: int = 1
-    num_atoms: int = 101
-    embed_dim: int = 32
-    embed_norm: Literal["l2", "l1"] = "l2"
-    critic_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
-    lr: float = 3e-4
-    """Actor and critic learning rate (AdamW)."""
-    weight_decay: float = 1e-4
-    tau: float = 0.005
-    """Polyak rate of the target critic."""
-    gamma: float = 0.99
-    v_max: float = 10.0
-    """The categorical support is linspace(-v_max, v_max, num_atoms)."""
     alpha_lr: float = 3e-4
     init_alpha: float = 0.1
     target_entropy_scale: float = 0.5
     """Target entropy -scale x A_max (A_max: the padded action size)."""
 
     def validate(self) -> None:
-        positive(self, "critic_width", "critic_depth", "actor_width", "actor_depth", "embed_dim",
-                 "lr", "alpha_lr", "init_alpha", "v_max")
-        require(self, "num_atoms", lambda v: v >= 2, ">= 2")
-        require(self, "weight_decay", lambda v: v >= 0, ">= 0")
-        require(self, "gamma", lambda v: 0 < v < 1, "in (0, 1)")
-        require(self, "tau", lambda v: 0 < v <= 1, "in (0, 1]")
+        super().validate()
+        positive(self, "actor_width", "actor_depth", "alpha_lr", "init_alpha")
         require(self, "target_entropy_scale", lambda v: v >= 0, ">= 0")
 
 
@@ -69,19 +48,6 @@ class SACState(NamedTuple):
     alpha_opt: optax.OptState
 
 
-def polyak(online, target, tau: float, mask=None):
-    """`tau * online + (1 - tau) * target`, leaf by leaf; where `mask` (a tree like the
-    parameters, 1 trainable, 0 frozen) is 0 the target keeps its value."""
-    new = jax.tree.map(lambda o, t: tau * o + (1.0 - tau) * t, online, target)
-    return new if mask is None else jax.tree.map(lambda n, t, m: jnp.where(m > 0, n, t), new, target, mask)
-
-
-def masked(updates, mask):
-    """Optimiser updates with the frozen entries (mask 0) zeroed: those parameters stay bit for
-    bit (weight decay included), a non-finite update included."""
-    return updates if mask is None else jax.tree.map(lambda u, m: jnp.where(m > 0, u, 0), updates, mask)
-
-
 class SACAgent:
     def __init__(self, config: SACConfig, *, obs_size: int, action_size: int, num_tasks: int,
                  num_critics: int = 2, embedding: bool | None = None, trainable=None):
@@ -91,7 +57,7 @@ class SACAgent:
         self.config = config
         self.obs_size, self.action_size, self.num_tasks = obs_size, action_size, num_tasks
         self.num_critics, self.embedding, self.trainable = num_critics, embedding, trainable
-        self.compute_dtype = None if config.critic_matmul_dtype == "float32" else jnp.dtype(config.critic_matmul_dtype)
+        self.compute_dtype = config.compute_dtype
 
     # Built per call from `hp`: a swept learning rate is an array, and the optimiser states'
     # structure does not depend on the values.
@@ -143,8 +109,14 @@ class SACAgent:
         """Uniform in [-1, 1]^A_max for every environment (the warm-up policy)."""
         return jax.random.uniform(key, task_ids.shape + self.action_shape, jnp.float32, -1.0, 1.0)
 
-    def reward_allowance(self, state: SACState, hp):
-        return entropy_allowance(jnp.exp(state.log_alpha), self.target_entropy(hp), hp["gamma"])
+    def reward_scale(self, state: SACState, norm, hp):
+        """The normaliser's scale, with room on the support for the entropy bonus."""
+        allowance = normalizer.entropy_allowance(jnp.exp(state.log_alpha), self.target_entropy(hp), hp["gamma"])
+        return normalizer.scale(norm, hp["v_max"], allowance)
+
+    @staticmethod
+    def discount(hp):
+        return hp["gamma"]
 
     # -- learning ----------------------------------------------------------------------------
     def _mean_probs(self, critic, obs, action, task_ids):

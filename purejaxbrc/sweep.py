@@ -9,7 +9,7 @@ name a variant leaves out takes the flag's value. Without either there is one va
 Member `m = v * num_seeds + s` is variant `v` with seed `seed + s`, so every variant sees the
 same seeds: member `(v, s)` computes what a run with variant `v`'s values as flags and
 `--seed seed+s` computes. Swept values become the members' data (`hparams`, float32 arrays
-`[members]`); fixed values stay compile-time constants.
+`[members]`); fixed values stay compile-time constants (`AgentConfig.hyperparameters`).
 """
 
 import dataclasses
@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from purejaxbrc.config import ConfigError, RunConfig, flag
 
@@ -52,7 +53,6 @@ def read_file(path: str) -> list[dict]:
         raise ConfigError(f"--sweep-file {path} does not exist")
     try:
         if p.suffix in (".yaml", ".yml"):
-            import yaml
             data = yaml.safe_load(p.read_text())
         else:
             data = json.loads(p.read_text())
@@ -104,13 +104,6 @@ def resolve(run: RunConfig, agent, agent_class) -> tuple[dict, ...]:
 def describe(variant: dict) -> str:
     """`lr=0.0001 tau=0.005` (`default` for the empty variant)."""
     return " ".join(f"{k}={v:g}" for k, v in variant.items()) or "default"
-
-
-def hyperparameters(agent_config, swept: dict) -> dict:
-    """Every sweepable hyperparameter of `agent_config`: a member's value where swept (data),
-    the config's otherwise (a compile-time constant). What the agents' methods take as `hp`."""
-    return {name: swept[name] if name in swept else getattr(agent_config, name)
-            for name in agent_config.SWEEPABLE}
 
 
 # -- the members ----------------------------------------------------------------------------------

@@ -19,14 +19,15 @@ Data flows one way: env -> transition -> buffer -> batch -> update -> params -> 
 The host loop that calls these lives in `purejaxbrc.run`.
 """
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from purejaxbrc import buffer, normalizer
+from purejaxbrc.agent import Agent
 from purejaxbrc.buffer import Transition
-from purejaxbrc.sweep import hyperparameters
+from purejaxbrc.config import RunConfig
 
 
 class TrainState(NamedTuple):
@@ -41,10 +42,12 @@ class TrainState(NamedTuple):
 
 
 class Trainer(NamedTuple):
-    init: Any
-    chunk: Any
-    evaluate: Any
-    train: Any
+    """One member's pure functions (see the module docstring)."""
+
+    init: Callable[[jax.Array, dict], TrainState]  # (key, hparams) -> state
+    chunk: Callable[..., tuple[TrainState, dict]]  # (state, it, learn_from=None) -> (state, metrics)
+    evaluate: Callable[[TrainState, jax.Array], jax.Array]  # (state, iteration) -> returns [T]
+    train: Callable[[jax.Array, dict], tuple[TrainState, jax.Array]]  # (key, hparams) -> (state, returns [evals, T])
 
 
 def _flat(x):
@@ -57,18 +60,18 @@ def update_loop_may_skip() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def make_train(config, env, eval_env, agent) -> Trainer:
-    """`config`: the loop's `RunConfig`; `agent`: a SACAgent or DQNAgent."""
+def make_train(config: RunConfig, env, eval_env, agent: Agent) -> Trainer:
+    """`config`: the loop; `env`, `eval_env`: multi-task environments (purejaxbrc.envs)."""
     num_tasks, num_envs = env.num_tasks, env.num_envs
     task_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None], (num_tasks, num_envs))
 
     def hp_of(state: TrainState) -> dict:
-        return hyperparameters(agent.config, state.hparams)
+        return agent.config.hyperparameters(state.hparams)
 
     def init(key, hparams) -> TrainState:
         hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
         k_agent, k_env, k_loop = jax.random.split(key, 3)
-        agent_state = agent.init(k_agent, hyperparameters(agent.config, hparams))
+        agent_state = agent.init(k_agent, agent.config.hyperparameters(hparams))
         env_state, obs = env.reset(k_env)
         example = Transition(obs=obs[0, 0], action=agent.random_action(k_loop, task_ids)[0, 0],
                              reward=jnp.float32(0), terminated=jnp.bool_(False),
@@ -84,7 +87,7 @@ def make_train(config, env, eval_env, agent) -> Trainer:
     def sample_and_update(agent_state, buf, norm, key, hp):
         k_batch, k_update = jax.random.split(key)
         batch, batch_tasks = buffer.sample(buf, k_batch, config.batch_size)
-        scale = normalizer.scale(norm, hp["v_max"], agent.reward_allowance(agent_state, hp))
+        scale = agent.reward_scale(agent_state, norm, hp)
         return agent.update(agent_state, batch, batch_tasks, scale, k_update, hp)
 
     def gradient_steps(agent_state, buf, norm, key, hp, steps, sums):
@@ -119,7 +122,7 @@ def make_train(config, env, eval_env, agent) -> Trainer:
         buf = buffer.add(state.buffer, Transition(
             obs=state.obs, action=action, reward=step.reward, terminated=step.terminated,
             truncated=step.truncated, next_obs=step.next_obs))
-        norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, hp["gamma"])
+        norm = normalizer.update(state.norm, step.reward, step.terminated, step.truncated, agent.discount(hp))
         steps = jnp.where(it < learn_from, 0, config.utd).astype(jnp.int32)
         agent_state, sums = gradient_steps(state.agent, buf, norm, k_update, hp, steps, sums)
         new = state._replace(agent=agent_state, buffer=buf, norm=norm, env=env_state, obs=step.obs, key=key)

@@ -120,3 +120,31 @@ def test_lockstep_times_the_reference_from_its_own_lines_and_stops_it_between_wi
             time.sleep(1.0)
     finally:
         ref.close()
+
+
+def test_counted_flops_agree_with_xla_and_figures_survive_a_backend_without_analyses(monkeypatch):
+    """The update's FLOPs counted from its matmul shapes are XLA's count less the elementwise
+    work (within 5% at width 512, both agents); where the backend has no cost or memory analysis
+    (a GPU under jax 0.11), the figures that need them are absent and nothing fails."""
+    from bench.device import peak_memory
+    from bench.fused import counted_update_flops, xla_update_flops
+    from purejaxbrc import program
+    from purejaxbrc.config import Experiment, RunConfig
+    from purejaxbrc.dqn import DQNConfig
+    from purejaxbrc.sac import SACConfig
+    loop = dict(batch_size=256, buffer_capacity=1000, run_dir="/nonexistent/unused")
+    for kind, experiment in (
+            ("mjx", Experiment(RunConfig(tasks="CartpoleBalance,PendulumSwingup", **loop), SACConfig(critic_width=512))),
+            ("minatar", Experiment(RunConfig(tasks="Breakout-MinAtar", **loop), DQNConfig(critic_width=512)))):
+        built = program.build(program.plan(kind, experiment))
+        state = built.program.abstract_state()
+        counted, xla = counted_update_flops(built.agent, 256), xla_update_flops(built, state)
+        assert 0.95 * xla < counted <= xla, (kind, counted, xla)
+        with monkeypatch.context() as m:
+            m.setattr(jax.stages.Lowered, "cost_analysis", lambda self: None)
+            assert xla_update_flops(built, state) is None
+
+    class NoAnalysis:
+        def memory_analysis(self):
+            return None
+    assert peak_memory(NoAnalysis())[0] is None

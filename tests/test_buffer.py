@@ -1,8 +1,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from purejaxbrc import buffer
+
+pytestmark = pytest.mark.numerics  # numbers only: `pytest -m numerics` selects these (on a GPU too)
 
 
 def test_ring_buffer_wraps_around_and_keeps_latest():

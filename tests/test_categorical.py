@@ -3,8 +3,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from purejaxbrc import categorical
+
+pytestmark = pytest.mark.numerics  # numbers only: `pytest -m numerics` selects these (on a GPU too)
 
 
 def brute_force_project(tz, p, num_atoms, v_max):

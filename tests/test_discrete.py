@@ -15,14 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_minatar  # noqa: E402
-from purejaxbrc import kinds  # noqa: E402
+from purejaxbrc import normalizer  # noqa: E402
+from purejaxbrc import program as programs  # noqa: E402
 from purejaxbrc.buffer import Transition  # noqa: E402
 from purejaxbrc.config import Experiment, RunConfig  # noqa: E402
 from purejaxbrc.dqn import DQNAgent, DQNConfig, linear_epsilon  # noqa: E402
 from purejaxbrc.envs.gymnax import GymnaxTaskSet, resolve_tasks  # noqa: E402
-from purejaxbrc.run import Program, make_population  # noqa: E402
-from purejaxbrc.sweep import hyperparameters  # noqa: E402
-from purejaxbrc.train import make_train  # noqa: E402
+from purejaxbrc.program import Program, make_population  # noqa: E402
 
 V_MAX, ATOMS, GAMMA = 10.0, 11, 0.9
 
@@ -34,7 +33,7 @@ def tiny_agent(obs_shape, action_counts, **kw):
 
 
 def hp(agent):
-    return hyperparameters(agent.config, {})
+    return agent.config.hyperparameters({})
 
 
 def with_head_bias(net, actions, num_atoms):
@@ -232,7 +231,9 @@ def test_double_q_target_and_loss_match_numpy():
     log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
         - logits.max(-1, keepdims=True)
     np.testing.assert_allclose(metrics["critic_loss"], np.mean(-(expected * log_p).sum(-1)), rtol=1e-5)
-    assert float(agent.reward_allowance(state, hp(agent))) == 0.0
+    norm = normalizer.NormalizerState(g_max=jnp.float32([4.0]), g_min=jnp.float32([-2.0]), seen=jnp.bool_([True]),
+                                      rewards=None, length=None, reward_sum=None)
+    assert float(agent.reward_scale(state, norm, hp(agent))[0]) == V_MAX / 4.0  # no entropy allowance
     # Polyak: the new target is tau of the way from the old target to the new online network.
     for t_new, t_old, o_new in zip(jax.tree.leaves(new.target_net), jax.tree.leaves(other),
                                    jax.tree.leaves(new.net)):
@@ -249,8 +250,8 @@ TINY = Experiment(
 def test_population_equals_separate_runs():
     """Two seeds in one vmapped program equal each seed run alone (the one-member program)."""
     exp = TINY.replace(tasks="Breakout-MinAtar,Asterix-MinAtar", run_dir="/nonexistent/unused")
-    exp, names, _ = kinds.prepare("minatar", exp)
-    trainer = make_train(exp.run, *kinds.build_minatar(exp, names))
+    built = programs.build(programs.plan("minatar", exp))
+    exp, trainer = built.plan.experiment, built.trainer
 
     def run_chunks(num_seeds, seed):
         program = Program(trainer, make_population(dataclasses.replace(exp.run, num_seeds=num_seeds, seed=seed)))

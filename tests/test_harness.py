@@ -18,12 +18,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_minatar  # noqa: E402
-from purejaxbrc import evaluate, kinds  # noqa: E402
+from purejaxbrc import evaluate, program, rundir  # noqa: E402
 from purejaxbrc.checkpoint import Checkpoints  # noqa: E402
+from purejaxbrc.cli import RunStopped  # noqa: E402
 from purejaxbrc.config import ConfigError, Experiment, RunConfig  # noqa: E402
 from purejaxbrc.dqn import DQNConfig  # noqa: E402
-from purejaxbrc.run import Program, RunStopped, check_memory, make_population, non_finite, run  # noqa: E402
-from purejaxbrc.train import make_train  # noqa: E402
+from purejaxbrc.program import check_memory  # noqa: E402
+from purejaxbrc.run import non_finite, run  # noqa: E402
 
 TINY = Experiment(
     RunConfig(tasks="CartPole-v1", num_seeds=2, num_envs=4, total_iterations=60, warmup_iterations=20,
@@ -34,9 +35,8 @@ WALL_CLOCK = ("wall_s", "compile_s")  # the only fields a resumed run may change
 
 
 def build(cfg):
-    """`(experiment, env, eval_env, agent)` of a checked experiment."""
-    exp, names, _ = kinds.prepare("minatar", cfg)
-    return (exp,) + kinds.build_minatar(exp, names)
+    """The built run of a checked experiment."""
+    return program.build(program.plan("minatar", cfg))
 
 
 def rows(run_dir):
@@ -113,7 +113,7 @@ def stop_at(iteration: int, signum):
 def test_sigterm_checkpoints_and_resume_is_bit_exact(reference, tmp_path, capsys):
     cfg = TINY.replace(run_dir=str(tmp_path / "run"))
     with pytest.raises(RunStopped) as stopped:  # SIGTERM during the chunk ending at 40
-        run(*build(cfg), log=stop_at(40, signal.SIGTERM), kind="minatar")
+        run(build(cfg), log=stop_at(40, signal.SIGTERM))
     assert stopped.value.code == 143 and "stopped at iteration 40" in str(stopped.value)
     assert Checkpoints(cfg.run.run_dir).steps()[-1] == 40 and not (tmp_path / "run" / "summary.json").exists()
     # As if killed: the checkpoint of iteration 40 never got written, its rows did.
@@ -129,7 +129,7 @@ def test_sigterm_checkpoints_and_resume_is_bit_exact(reference, tmp_path, capsys
 def test_resume_without_buffers_refills_them_first(tmp_path, capsys):
     cfg = TINY.replace(buffer_checkpoint=False, run_dir=str(tmp_path / "run"))
     with pytest.raises(RunStopped) as stopped:
-        run(*build(cfg), log=stop_at(20, signal.SIGINT), kind="minatar")
+        run(build(cfg), log=stop_at(20, signal.SIGINT))
     assert stopped.value.code == 130
     assert not (Path(cfg.run.run_dir) / "checkpoints" / "20" / "buffer").exists()
     capsys.readouterr()
@@ -165,7 +165,8 @@ def test_evaluate_bad_input(reference, capsys, args, message):
 # -- guards ---------------------------------------------------------------------------------------
 def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tmp_path, capsys):
     cfg = TINY.replace(run_dir=str(tmp_path / "run"))
-    exp, env, eval_env, agent = build(cfg)
+    built = build(cfg)
+    agent = built.agent
     update = agent.update
 
     def poisoned(*args):  # NaN losses from the first gradient step on (iteration 20)
@@ -173,7 +174,7 @@ def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tmp_path
         return state, dict(metrics, critic_loss=metrics["critic_loss"] * jnp.nan)
     agent.update = poisoned
     with pytest.raises(RunStopped) as stopped:
-        run(exp, env, eval_env, agent, kind="minatar")
+        run(built)
     assert stopped.value.code == 3
     assert "non-finite critic_loss (seed 0, seed 1) at iteration 30" in str(stopped.value)
     assert "last good checkpoint (iteration 20)" in str(stopped.value)
@@ -199,8 +200,7 @@ def test_oversized_run_is_refused_before_allocating(tmp_path, capsys):
 
 
 def test_memory_estimate_counts_buffers():
-    exp, *envs_agent = build(TINY.replace(run_dir="/nonexistent"))
-    abstract = Program(make_train(exp.run, *envs_agent), make_population(exp.run)).abstract_state()
+    abstract = build(TINY.replace(run_dir="/nonexistent")).program.abstract_state()
     check_memory(abstract, limit=(10**9, "test"))
     with pytest.raises(ConfigError, match=r"more than the 0.00 GiB of test"):
         check_memory(abstract, limit=(1000, "test"))
@@ -237,7 +237,7 @@ def test_resume_without_a_checkpoint(tmp_path, capsys):
     assert "holds no run to resume" in resume_error(TINY.replace(run_dir=str(tmp_path / "none")), capsys)
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps(TINY.replace(run_dir=str(run_dir)).to_dict()))
+    (run_dir / "config.json").write_text(json.dumps(rundir.config_dict(TINY.replace(run_dir=str(run_dir)))))
     assert "has no checkpoint to resume from" in resume_error(TINY.replace(run_dir=str(run_dir)), capsys)
 
 

@@ -5,6 +5,8 @@ import pytest
 
 from purejaxbrc.envs.mjx import MJXTaskSet, pool_size_for, resolve_tasks
 
+pytestmark = pytest.mark.numerics  # numbers only: `pytest -m numerics` selects these (on a GPU too)
+
 
 @pytest.fixture(scope="module")
 def taskset():

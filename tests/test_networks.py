@@ -2,12 +2,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from purejaxbrc.actor import TanhGaussianActor
 from purejaxbrc.bronet import BroNet, LayerNorm, matmul
 from purejaxbrc.critic import CategoricalCritic
 from purejaxbrc.embedding import TaskEmbedding
 from purejaxbrc.padding import pad_last_axis, task_action, valid_action_mask
+
+pytestmark = pytest.mark.numerics  # numbers only: `pytest -m numerics` selects these (on a GPU too)
 
 
 def test_embedding_is_unit_norm_l2_and_l1():

@@ -1,7 +1,10 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from purejaxbrc import normalizer
+
+pytestmark = pytest.mark.numerics  # numbers only: `pytest -m numerics` selects these (on a GPU too)
 
 GAMMA = 0.99
 

@@ -1,11 +1,15 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from purejaxbrc import categorical
 from purejaxbrc.buffer import Transition
+from purejaxbrc.config import TransferConfig
+from purejaxbrc.embedding import new_rows_only
 from purejaxbrc.sac import SACAgent, SACConfig
-from purejaxbrc.sweep import hyperparameters
+
+pytestmark = pytest.mark.numerics  # numbers only: `pytest -m numerics` selects these (on a GPU too)
 
 
 def tiny_agent(**kw):
@@ -14,7 +18,7 @@ def tiny_agent(**kw):
 
 
 def hp(agent):
-    return hyperparameters(agent.config, {})
+    return agent.config.hyperparameters({})
 
 
 def batch(terminated, truncated):
@@ -65,8 +69,7 @@ def test_actor_does_not_train_the_embedding():
 def test_embedding_mode_trains_only_the_new_tasks_rows():
     """purejaxbrc.transfer's embedding mode on SAC: task 1 is new; the critic's and the target's
     trunk, heads and task 0's row stay bit for bit, task 1's rows move, the actor trains."""
-    from purejaxbrc.transfer import TransferConfig, trainable_rows
-    mask = trainable_rows(TransferConfig(source_tasks=("Old", "Other")), ("Old", "New"))
+    mask = new_rows_only(TransferConfig(source_tasks=("Old", "Other")).rows(("Old", "New")) < 0)
     config = SACConfig(critic_width=16, critic_depth=1, actor_width=16, num_atoms=11, v_max=5.0, tau=0.5)
     agent = SACAgent(config, obs_size=3, action_size=2, num_tasks=2, trainable=mask)
     state = agent.init(jax.random.PRNGKey(0), hp(agent))

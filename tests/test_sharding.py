@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from purejaxbrc.checkpoint import list_steps
-from purejaxbrc.config import config_diff
-from purejaxbrc.evaluate import load
+from purejaxbrc.program import load
+from purejaxbrc.rundir import config_diff
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = os.environ.get("PUREJAXBRC_CACHE", str(ROOT / ".jax_cache"))

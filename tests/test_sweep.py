@@ -13,12 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_minatar  # noqa: E402
 import brc_mjx  # noqa: E402
-from purejaxbrc import kinds, sweep  # noqa: E402
+from purejaxbrc import program as programs  # noqa: E402
+from purejaxbrc import sweep  # noqa: E402
 from purejaxbrc.config import ConfigError, RunConfig  # noqa: E402
 from purejaxbrc.dqn import DQNConfig  # noqa: E402
-from purejaxbrc.run import Program, make_population  # noqa: E402
 from purejaxbrc.sac import SACConfig  # noqa: E402
-from purejaxbrc.train import make_train  # noqa: E402
 
 TINY = brc_minatar.MinAtarExperiment(
     RunConfig(tasks="CartPole-v1", num_envs=4, total_iterations=40, warmup_iterations=20,
@@ -115,9 +114,8 @@ def test_swept_run_equals_separate_runs_member_by_member(tmp_path):
 def test_host_free_train_over_a_sharded_population():
     """`Program.compile_train`: the whole run per member with no host in the loop, over the
     population's mesh; its evaluations equal the host loop's chunks + evaluations."""
-    exp, names, variants = kinds.prepare("minatar", TINY.replace(num_seeds=2, sweep=("lr=1e-3,3e-4",)))
-    trainer = make_train(exp.run, *kinds.build_minatar(exp, names))
-    program = Program(trainer, make_population(exp.run, variants))
+    built = programs.build(programs.plan("minatar", TINY.replace(num_seeds=2, sweep=("lr=1e-3,3e-4",))))
+    exp, program = built.plan.experiment, built.program
     state, returns = program.compile_train()(*program.inputs())
     assert returns.shape == (4, 2, 1)  # members x evaluations x tasks
 

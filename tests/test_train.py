@@ -12,10 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_mjx  # noqa: E402
-from purejaxbrc import kinds  # noqa: E402
+from purejaxbrc import program as programs  # noqa: E402
+from purejaxbrc import rundir  # noqa: E402
 from purejaxbrc import train as train_module  # noqa: E402
 from purejaxbrc.config import Experiment, RunConfig  # noqa: E402
-from purejaxbrc.run import Program, make_population  # noqa: E402
+from purejaxbrc.program import Program, make_population  # noqa: E402
 from purejaxbrc.sac import SACConfig  # noqa: E402
 from purejaxbrc.train import make_train  # noqa: E402
 
@@ -28,8 +29,7 @@ TINY = Experiment(
 
 @pytest.fixture(scope="module")
 def trainer():
-    exp, names, _ = kinds.prepare("mjx", TINY.replace(run_dir="/nonexistent/unused"))
-    return make_train(exp.run, *kinds.build_mjx(exp, names))
+    return programs.build(programs.plan("mjx", TINY.replace(run_dir="/nonexistent/unused"))).trainer
 
 
 def program(trainer, num_seeds=1, seed=0):
@@ -60,8 +60,9 @@ def adam_steps(opt_state) -> int:
 
 def learning_inside_a_chunk(monkeypatch, may_skip: bool):
     monkeypatch.setattr(train_module, "update_loop_may_skip", lambda: may_skip)
-    exp, names, _ = kinds.prepare("mjx", TINY.replace(run_dir="/nonexistent/unused"))
-    env, eval_env, agent = kinds.build_mjx(exp, names)
+    plan = programs.plan("mjx", TINY.replace(run_dir="/nonexistent/unused"))
+    exp = plan.experiment
+    env, eval_env, agent = plan.kind.build(exp, plan.names, None)
     update = agent.update
 
     def marked(*args):  # every gradient step reports q_mean 1
@@ -174,7 +175,7 @@ def test_batch_size_follows_the_references_rule_unless_given():
     assert paper.run.batch_size is None
 
     def batch(**changes):
-        return kinds.prepare("mjx", paper.replace(**changes)).experiment.run.batch_size
+        return programs.plan("mjx", paper.replace(**changes)).experiment.run.batch_size
     assert batch(tasks="CartpoleSwingup") == 256
     assert batch(tasks="humanoids") == 1024
     assert batch(tasks="humanoids", batch_size=512) == 512
@@ -183,7 +184,7 @@ def test_batch_size_follows_the_references_rule_unless_given():
 def test_run_dir_holding_a_different_run_is_refused(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    stored = brc_mjx.PRESETS["demo"][1].replace(run_dir=str(run_dir), seed=7).to_dict()
+    stored = rundir.config_dict(brc_mjx.PRESETS["demo"][1].replace(run_dir=str(run_dir), seed=7))
     (run_dir / "config.json").write_text(json.dumps(stored))
     out = cli("--run-dir", str(run_dir))
     assert out.returncode == 2 and "already holds a different run (differs in: seed)" in out.stderr

@@ -18,12 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_minatar  # noqa: E402
 import brc_transfer  # noqa: E402
-from purejaxbrc import evaluate, kinds, run, transfer  # noqa: E402
+from purejaxbrc import cli, evaluate, program, run, transfer  # noqa: E402
 from purejaxbrc.config import ConfigError, RunConfig  # noqa: E402
 from purejaxbrc.dqn import DQNConfig  # noqa: E402
-from purejaxbrc.evaluate import load  # noqa: E402
-from purejaxbrc.run import Program, make_population  # noqa: E402
-from purejaxbrc.train import make_train  # noqa: E402
+from purejaxbrc.program import load  # noqa: E402
 
 PRETRAIN = brc_minatar.MinAtarExperiment(
     RunConfig(tasks="CartPole-v1,Acrobot-v1", num_seeds=2, num_envs=4, total_iterations=40,
@@ -44,19 +42,17 @@ def parse(pretrained, *args):
 
 
 def start(pretrained, *args):
-    """`(experiment, names, program, transfer run's first state, pretrained agent state)`."""
-    kind, exp = parse(pretrained, *args)
-    exp, names, variants = kinds.prepare(kind, exp)
-    env, eval_env, agent = kinds.get(kind).build(exp, names)
-    program = Program(make_train(exp.run, env, eval_env, agent), make_population(exp.run, variants))
-    state = transfer.initial_state(exp, names, program, program.fresh_state())
-    return exp, names, program, state, load(pretrained).restored.rest.agent
+    """`(plan, program, transfer run's first state, pretrained agent state)`."""
+    built = program.build(transfer.plan(*parse(pretrained, *args)))
+    source = transfer.source_agent(built, built.program.abstract_state())
+    state = transfer.initial_state(built, built.program.fresh_state(), source)
+    return built.plan, built.program, state, load(pretrained).restored.rest.agent
 
 
 def test_finetune_loads_every_pretrained_array_and_adds_mean_rows(pretrained):
-    exp, names, _, state, source = start(pretrained, "--tasks", "Acrobot-v1,MountainCar-v0")
-    assert exp.run.num_seeds == 2 and exp.agent == PRETRAIN.agent  # defaults: the pretrained run's
-    assert exp.transfer.source_tasks == ("CartPole-v1", "Acrobot-v1") and exp.transfer.obs_shape == (6,)
+    plan, _, state, source = start(pretrained, "--tasks", "Acrobot-v1,MountainCar-v0")
+    assert plan.experiment.run.num_seeds == 2 and plan.experiment.agent == PRETRAIN.agent  # defaults: the pretrained run's
+    assert plan.transfer.source_tasks == ("CartPole-v1", "Acrobot-v1") and plan.transfer.obs_shape == (6,)
     for name in ("net", "target_net"):
         mine, theirs = getattr(state.agent, name), getattr(source, name)
         for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(mine)[0], jax.tree.leaves(theirs)):
@@ -70,20 +66,20 @@ def test_finetune_loads_every_pretrained_array_and_adds_mean_rows(pretrained):
 
 
 def test_fresh_rows_and_scratch(pretrained):
-    _, _, program, state, source = start(pretrained, "--tasks", "MountainCar-v0", "--new-rows", "fresh")
-    fresh = program.fresh_state()
+    _, prog, state, source = start(pretrained, "--tasks", "MountainCar-v0", "--new-rows", "fresh")
+    fresh = prog.fresh_state()
     np.testing.assert_array_equal(state.agent.net.embedding.table, fresh.agent.net.embedding.table)
     np.testing.assert_array_equal(state.agent.net.head.kernel, source.net.head.kernel)
-    _, _, program, state, _ = start(pretrained, "--tasks", "MountainCar-v0", "--mode", "scratch")
-    for x, y in zip(jax.tree.leaves(state.agent), jax.tree.leaves(program.fresh_state().agent)):
+    _, prog, state, _ = start(pretrained, "--tasks", "MountainCar-v0", "--mode", "scratch")
+    for x, y in zip(jax.tree.leaves(state.agent), jax.tree.leaves(prog.fresh_state().agent)):
         np.testing.assert_array_equal(x, y)
 
 
 def test_embedding_mode_trains_only_the_new_rows(pretrained):
-    exp, names, program, state, source = start(
+    _, prog, state, source = start(
         pretrained, "--tasks", "Acrobot-v1,MountainCar-v0", "--mode", "embedding", "--warmup-iterations", "10")
     first = jax.device_get(state)  # the chunk donates (deletes) its input
-    chunk = program.compile_chunk(state, 0, 10)
+    chunk = prog.compile_chunk(state, 0, 10)
     for it in range(0, 40, 10):  # one warm-up chunk, three learning chunks: 60 gradient steps
         state, metrics, _ = chunk(state, jnp.int32(it), jnp.int32(10))
     assert float(np.asarray(metrics["critic_loss"]).min()) > 0
@@ -98,11 +94,11 @@ def test_embedding_mode_trains_only_the_new_rows(pretrained):
 
 
 def test_zero_learning_steps_evaluate_pretraining_tasks_as_the_checkpoint(pretrained):
-    _, _, program, state, _ = start(pretrained, "--tasks", "MountainCar-v0,Acrobot-v1,CartPole-v1")
+    _, prog, state, _ = start(pretrained, "--tasks", "MountainCar-v0,Acrobot-v1,CartPole-v1")
     got = load(pretrained)
     it = jnp.int32(got.restored.step)
-    theirs = np.asarray(got.program.compile_evaluate(got.restored.rest)(got.restored.rest, it))
-    mine = np.asarray(program.compile_evaluate(state)(state, it))
+    theirs = np.asarray(got.built.program.compile_evaluate(got.restored.rest)(got.restored.rest, it))
+    mine = np.asarray(prog.compile_evaluate(state)(state, it))
     np.testing.assert_array_equal(mine[:, 1], theirs[:, 1])  # Acrobot
     np.testing.assert_array_equal(mine[:, 2], theirs[:, 0])  # CartPole
     logged = [json.loads(line) for line in (pretrained / "metrics.jsonl").read_text().splitlines()]
@@ -112,14 +108,14 @@ def test_zero_learning_steps_evaluate_pretraining_tasks_as_the_checkpoint(pretra
 
 def test_transfer_run_records_its_source_resumes_and_evaluates(pretrained, tmp_path, capsys):
     run_dir = tmp_path / "t"
-    kind, exp = parse(pretrained, "--tasks", "MountainCar-v0", "--mode", "embedding", "--run-dir", str(run_dir),
-                      "--checkpoint-every", "10")
+    args = parse(pretrained, "--tasks", "MountainCar-v0", "--mode", "embedding", "--run-dir", str(run_dir),
+                 "--checkpoint-every", "10")
 
     def stop_at_20(msg):  # SIGTERM while the chunk ending at iteration 20 is evaluated
         if msg.startswith(f"iter {20:>8d}"):
             os.kill(os.getpid(), signal.SIGTERM)
     with pytest.raises(SystemExit) as e:
-        run.main(kind, exp, log=stop_at_20)
+        run.main(*args, log=stop_at_20)
     assert e.value.code == 143
     stored = json.loads((run_dir / "config.json").read_text())
     assert stored["transfer"]["source"] == str(pretrained) and stored["transfer"]["mode"] == "embedding"
@@ -146,14 +142,14 @@ def test_transfer_run_records_its_source_resumes_and_evaluates(pretrained, tmp_p
 def test_bad_input_is_one_line_and_exit_2(pretrained, tmp_path, capsys, with_source, args, message):
     args = (["--from", str(pretrained)] if with_source else []) + args + ["--run-dir", str(tmp_path / "r")]
     with pytest.raises(SystemExit) as e:
-        brc_transfer.main(*run.exit_on_error(lambda: brc_transfer.parse(args)))
+        brc_transfer.main(*cli.exit_on_error(lambda: brc_transfer.parse(args)))
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert e.value.code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "r").exists()
 
 
 def test_scratch_may_change_the_support_and_a_transfer_run_is_no_source(pretrained, tmp_path):
-    exp, _, _ = kinds.prepare(*parse(pretrained, "--tasks", "MountainCar-v0", "--mode", "scratch", "--v-max", "20"))
+    exp = transfer.plan(*parse(pretrained, "--tasks", "MountainCar-v0", "--mode", "scratch", "--v-max", "20")).experiment
     assert exp.agent.v_max == 20 and exp.run.batch_size == PRETRAIN.run.batch_size  # an explicit batch is kept
     (tmp_path / "t").mkdir()
     for name in ("config.json", "run_info.json"):
@@ -162,11 +158,11 @@ def test_scratch_may_change_the_support_and_a_transfer_run_is_no_source(pretrain
             stored["transfer"] = {"source": str(pretrained)}
         (tmp_path / "t" / name).write_text(json.dumps(stored))
     with pytest.raises(ConfigError, match="is itself a transfer run"):
-        kinds.prepare(*parse(tmp_path / "t", "--tasks", "MountainCar-v0"))
+        transfer.plan(*parse(tmp_path / "t", "--tasks", "MountainCar-v0"))
 
 
 def test_a_single_task_source_is_refused(tmp_path, capsys):
     single = tmp_path / "single"
     brc_minatar.main(PRETRAIN.replace(tasks="CartPole-v1", num_seeds=1, run_dir=str(single)))
     with pytest.raises(ConfigError, match="trained one task, without a task embedding"):
-        kinds.prepare(*parse(single, "--tasks", "MountainCar-v0"))
+        transfer.plan(*parse(single, "--tasks", "MountainCar-v0"))

@@ -31,6 +31,7 @@ TASK_SETS = {"minatar": MINATAR}
 BINARY_OBS = frozenset(MINATAR + ("Pong-misc", "Catch-bsuite"))
 
 
+# gymnax is imported where it is used: its import takes seconds, and an MJX run never needs it.
 def _make(name: str):
     import gymnax
     if name not in gymnax.registered_envs:

@@ -40,6 +40,8 @@ TASK_SETS = {
 }
 
 
+# MuJoCo Playground is imported where it is used: its import takes seconds (it pulls in MuJoCo,
+# MJX, brax and flax), and a gymnax run or a plot never needs it.
 def all_task_names() -> tuple[str, ...]:
     from mujoco_playground import dm_control_suite
     return tuple(dm_control_suite.ALL_ENVS)
