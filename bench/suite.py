@@ -36,6 +36,7 @@ import tyro
 from bench.items import ITEMS, Report, run_item
 from purejaxbrc.cli import exit_on_error
 from purejaxbrc.config import ConfigError
+from purejaxbrc.rundir import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ("import json, jax, os; d = jax.devices()[0]; "
@@ -87,19 +88,6 @@ def device_slug(device: dict) -> str:
     if device["platform"] == "cpu":
         return f"cpu-{device['cpus']}core"
     return device["kind"].lower().replace(" ", "-")
-
-
-def read_lines(path: Path) -> list[dict]:
-    """The lines written so far; a line cut off by a killed writer is left out."""
-    if not path.exists():
-        return []
-    lines = []
-    for text in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue
-    return lines
 
 
 def append_line(path: Path, line: dict) -> None:
@@ -182,7 +170,7 @@ def main(args: Args):
     out = Path(args.out or ROOT / "bench" / "results" /
                f"{device_slug(device)}-{datetime.date.today().isoformat()}-{revision}.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {line["item"] for line in read_lines(out) if line.get("status") == "ok"}
+    done = {line["item"] for line in read_rows(out) if line.get("status") == "ok"}
     log(f"{device['kind']} ({device['platform']}, jax {device['jax']}), commit {revision}; "
         f"{len(done & set(names))} items already ok in {out}")
     for name in names:
@@ -197,7 +185,7 @@ def main(args: Args):
             continue
         run_one(name, args, out, min(spec.tiny_limit_s if args.tiny else spec.limit_s, left), device, revision, log)
     latest = {}
-    for line in read_lines(out):
+    for line in read_rows(out):
         latest[line["item"]] = line
     print(table([latest[n] for n in names if n in latest]))
     log(f"wrote {out}")

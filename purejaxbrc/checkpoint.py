@@ -108,8 +108,18 @@ def _fingerprint(x):
 _fingerprints = jax.jit(lambda arrays: {k: _fingerprint(v) for k, v in arrays.items()})
 
 
-def fingerprints(arrays: dict) -> dict:
-    return {k: int(v) for k, v in jax.device_get(_fingerprints(arrays)).items()}
+def fingerprints(arrays: dict, compiled=None) -> dict:
+    """`{name: fingerprint}`; `compiled`: `_fingerprints` compiled for these arrays' shapes."""
+    return {k: int(v) for k, v in jax.device_get((compiled or _fingerprints)(arrays)).items()}
+
+
+def lower_fingerprints(abstract, with_buffer: bool = True) -> dict:
+    """The fingerprint programs a save of `abstract` (the state's shapes) runs, lowered, per
+    item: compiling them while the training program compiles keeps a first save from waiting
+    on a compile (seconds for the paper's networks)."""
+    rest, data = split(abstract)
+    items = {STATE: rest, BUFFER: data} if with_buffer else {STATE: rest}
+    return {name: _fingerprints.lower(stored(named(part))) for name, part in items.items()}
 
 
 def _placed(abstract: dict, sharding) -> dict:
@@ -144,9 +154,11 @@ def _quiet_failed_reads() -> None:
 
 # -- the manager ---------------------------------------------------------------------------------
 class Checkpoints:
-    def __init__(self, run_dir, keep: int = 3, read_only: bool = False, sharding=None):
+    def __init__(self, run_dir, keep: int = 3, read_only: bool = False, sharding=None, fingerprinters=None):
         """`sharding`: where restored arrays go, every leaf split over the population's devices
-        along its leading member axis (default: all on the first device)."""
+        along its leading member axis (default: all on the first device); `fingerprinters`:
+        `{item: compiled}` of `lower_fingerprints`, used by `save`."""
+        self.fingerprinters = fingerprinters or {}
         self.sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
         self.run_dir = Path(run_dir).absolute()
         self.dir = self.run_dir / "checkpoints"
@@ -174,7 +186,8 @@ class Checkpoints:
         if with_buffer:
             items[BUFFER] = stored(named(data))
         meta = dict(meta, iteration=iteration, buffer=with_buffer,
-                    fingerprint={name: fingerprints(arrays) for name, arrays in items.items()})
+                    fingerprint={name: fingerprints(arrays, self.fingerprinters.get(name))
+                                 for name, arrays in items.items()})
         args = {name: ocp.args.StandardSave(arrays) for name, arrays in items.items()}
         self.manager.save(iteration, args=ocp.args.Composite(**args, meta=ocp.args.JsonSave(meta)))
 

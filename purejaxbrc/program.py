@@ -41,7 +41,6 @@ def enable_compilation_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-
 # XLA:CPU hands dots, reductions and elementwise fusions to YNNPACK by default. Where a device
 # vmaps several members, its reductions (LayerNorm, softmax) over the batched shapes run slower
 # than XLA's own loops, so YNNPACK is kept to dots: 4 members at width 128, 16.2 vs 14.0
@@ -107,9 +106,9 @@ def finite_flags(agent_state):
 
 
 class Compiling:
-    """A program's pieces compiling on parallel threads (`Program.start_compiling`): `init()`
-    waits for `init` alone, so that the initial state is built while the rest compiles;
-    `chunk()` and `evaluate()` wait for theirs. `seconds`: each piece's own compile time."""
+    """A program's pieces compiling on parallel threads (`Program.start_compiling`). `get(name)`
+    waits for that piece alone: the run loop builds the initial state as soon as `init` is
+    compiled, while the rest compiles. `seconds`: each piece's own compile time."""
 
     def __init__(self, lowered: dict, batched_members: bool):
         self.seconds, self._t0, self._end = {}, time.perf_counter(), {}
@@ -125,14 +124,9 @@ class Compiling:
         self.seconds[name] = self._end[name] - t
         return out
 
-    def init(self):
-        return self._futures["init"].result()
-
-    def chunk(self):
-        return self._futures["chunk"].result()
-
-    def evaluate(self):
-        return self._futures["evaluate"].result()
+    def get(self, name: str):
+        """The compiled piece `name`, once it is (waits for it alone)."""
+        return self._futures[name].result()
 
     def wall_s(self) -> float:
         """Seconds from the start until the last piece compiled (waits for them)."""
@@ -193,14 +187,14 @@ class Program:
     def compile_evaluate(self, state):
         return self.lower_evaluate(state).compile()
 
-    def start_compiling(self, state, with_init: bool = True) -> Compiling:
-        """`init` (with `with_init`), `chunk` and `evaluate` for `state`'s shapes, compiling at
-        once: each is traced here in turn (tracing is Python, which holds the GIL), then XLA
-        compiles them on parallel threads (it releases the GIL while it compiles)."""
+    def start_compiling(self, state, with_init: bool = True, more: dict | None = None) -> Compiling:
+        """`init` (with `with_init`), `chunk`, `evaluate` and `more` (`{name: lowered}`) for
+        `state`'s shapes, compiling at once: each is traced here in turn (tracing is Python,
+        which holds the GIL), then XLA compiles them on parallel threads (it releases the GIL)."""
         lowered = {"chunk": self.lower_chunk(state), "evaluate": self.lower_evaluate(state)}
         if with_init:
             lowered["init"] = self.init.lower(*self.inputs())
-        return Compiling(lowered, batched_members=self.batched and self.local > 1)
+        return Compiling({**lowered, **(more or {})}, batched_members=self.batched and self.local > 1)
 
     def compile_train(self):
         """The host-free whole run over all members: `(keys, hparams) -> (state, returns [members, evals, T])`."""

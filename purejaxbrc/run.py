@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from purejaxbrc import distributed, program, rundir, sweep, transfer
-from purejaxbrc.checkpoint import Checkpoints, join, split
+from purejaxbrc.checkpoint import Checkpoints, join, lower_fingerprints, split
 from purejaxbrc.cli import EXIT_NON_FINITE, RunStopped, exit_on_error
 from purejaxbrc.config import Experiment, TransferConfig
 from purejaxbrc.program import Built, Population
@@ -170,14 +170,16 @@ def run(built: Built, log=print):
     resumed = resumed_start(built, abstract, log) if config.resume else None
     source = None if config.resume else transfer.source_agent(built, abstract)
     read_s = time.perf_counter() - t0
-    compiling = prog.start_compiling(abstract, with_init=not config.resume)
-    init = None if config.resume else compiling.init()
+    fingerprints = {f"fingerprint {k}": v for k, v in lower_fingerprints(abstract, config.buffer_checkpoint).items()}
+    compiling = prog.start_compiling(abstract, with_init=not config.resume, more=fingerprints)
+    init = None if config.resume else compiling.get("init")
     t_state = time.perf_counter()
     start = resumed or fresh_start(built, init, source)
     state_s = read_s + time.perf_counter() - t_state
-    chunk, evaluate = compiling.chunk(), compiling.evaluate()
+    chunk, evaluate = compiling.get("chunk"), compiling.get("evaluate")
     compile_s = time.perf_counter() - t0
-    ckpts = Checkpoints(config.run_dir, config.keep_checkpoints, sharding=prog.sharding)
+    ckpts = Checkpoints(config.run_dir, config.keep_checkpoints, sharding=prog.sharding,
+                        fingerprinters={k.split()[-1]: compiling.get(k) for k in fingerprints})
     runlog = rundir.RunLog(config.run_dir, config_dict, env.task_names, population, extra=rundir.run_info(kind),
                            resume_iteration=start.iteration if config.resume else None, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from

@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "purejaxbrc"
 # Imported inside functions on purpose: slow to import, and a run of the other kind never needs them.
-LAZY_ALLOWED = {"mujoco_playground", "gymnax"}
+LAZY_ALLOWED = {"mujoco_playground", "mujoco", "gymnax"}
 
 
 def module_name(path: Path) -> str:

@@ -25,6 +25,7 @@
 """
 
 import contextlib
+import functools
 import math
 from typing import NamedTuple
 
@@ -53,7 +54,11 @@ def resolve_tasks(spec: str) -> tuple[str, ...]:
     return parse_task_spec(spec, valid, dict(TASK_SETS, dmc=valid))
 
 
+@functools.cache
 def load_task(name: str):
+    """Playground's environment `name` on MJX. Cached: loading parses the model and moves it to
+    the device (seconds for a humanoid), and the training and evaluation environments, and a
+    transfer's checks, share one (a Playground environment holds no state that steps change)."""
     from mujoco_playground import registry
     return registry.load(name, config_overrides={"impl": "jax"})
 
@@ -71,13 +76,19 @@ class MJXEnvState(NamedTuple):
     used: jax.Array  # [T, E] int32 pool entries taken since the last refill
 
 
+@functools.cache
+def _state_shapes(env):
+    """The shapes of `env`'s State (tracing a reset: cached, as every task set of a run asks)."""
+    return jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+
+
+@functools.cache
 def _same_physics(a, b) -> bool:
     """True when two environments step identical MJX models with the same substeps, and their
     states have one layout (so they stack: HopperHop and HopperStand log different metrics)."""
     if type(a) is not type(b) or a.n_substeps != b.n_substeps:
         return False
-    key = jax.random.PRNGKey(0)
-    sa, sb = jax.eval_shape(a.reset, key), jax.eval_shape(b.reset, key)
+    sa, sb = _state_shapes(a), _state_shapes(b)
     if jax.tree.structure(sa) != jax.tree.structure(sb) or jax.tree.leaves(sa) != jax.tree.leaves(sb):
         return False
     la, ta = jax.tree.flatten(a.mjx_model)
@@ -111,6 +122,50 @@ def _precomputed_physics(data_next):
         mjx_env.step = original
     if len(calls) != 1:
         raise RuntimeError(f"expected one physics call per env.step, saw {len(calls)}")
+
+
+class _Forward(Exception):
+    """Raised in place of `mjx.forward` to hand its argument out of a reset being traced."""
+
+    def __init__(self, data):
+        super().__init__("mjx.forward")
+        self.data = data
+
+
+def _forward(model, data):
+    from mujoco import mjx  # imported where used, as Playground (which imports it) is
+    return mjx.forward(model, data)
+
+
+@contextlib.contextmanager
+def _forward_replaced(fn):
+    """While tracing a control-suite `reset`, make `mjx.forward` (which it calls once, on the
+    data it has just made) call `fn(model, data)` instead."""
+    from mujoco import mjx
+    original, calls = mjx.forward, []
+
+    def replacement(model, data):
+        calls.append(1)
+        return fn(model, data)
+    mjx.forward = replacement
+    try:
+        yield
+    finally:
+        mjx.forward = original
+    if len(calls) != 1:
+        raise RuntimeError(f"expected one mjx.forward call per env.reset, saw {len(calls)}")
+
+
+def _data_before_forward(env, key):
+    """The data `env.reset(key)` passes to `mjx.forward`: its reset traced up to that call."""
+    def capture(model, data):
+        raise _Forward(data)
+    try:
+        with _forward_replaced(capture):
+            env.reset(key)
+    except _Forward as got:
+        return got.data
+    raise RuntimeError(f"{type(env).__name__}.reset calls no mjx.forward")
 
 
 def _where(mask, a, b):
@@ -154,11 +209,21 @@ class MJXTaskSet:
 
     # -- helpers over the [G, ...] layout of a group -----------------------------------------
     def _reset_group(self, group, keys):
-        """keys [G, *batch, 2] -> stacked States [G, *batch, ...]."""
+        """keys [G, *batch, 2] -> stacked States [G, *batch, ...]: each task's own reset code,
+        with the `mjx.forward` every control-suite reset makes computed in one batched call for
+        the group (as the step's physics): the programs hold one copy of the forward dynamics
+        per physics group instead of one per task, which halves what a humanoid run compiles."""
+        first = self.envs[group[0]]
+        flat = keys.reshape((len(group), -1, keys.shape[-1]))  # [G, B, 2]
+        before = [jax.vmap(functools.partial(_data_before_forward, self.envs[i]))(flat[k]) for k, i in enumerate(group)]
+        before = jax.tree.map(lambda *xs: jnp.stack(xs), *before)
+        forwarded = jax.vmap(jax.vmap(lambda d: _forward(first.mjx_model, d)))(before)
         states = []
         for k, i in enumerate(group):
-            flat = keys[k].reshape(-1, keys.shape[-1])
-            s = jax.vmap(self.envs[i].reset)(flat)
+            def task_reset(key, data, env=self.envs[i]):
+                with _forward_replaced(lambda model, d: data):
+                    return env.reset(key)
+            s = jax.vmap(task_reset)(flat[k], jax.tree.map(lambda x: x[k], forwarded))
             states.append(jax.tree.map(lambda x: x.reshape(keys.shape[1:-1] + x.shape[1:]), s))
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
