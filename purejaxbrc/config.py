@@ -11,7 +11,7 @@ program (widths, batch size, UTD, chunk length).
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import tyro
 
@@ -85,6 +85,11 @@ class RunConfig:
     """Save the replay buffers in checkpoints; --no-buffer-checkpoint: much smaller checkpoints,
     but a resume refills the buffers first and is not bit-exact."""
 
+    # -- experiment tracking (purejaxbrc.tracking) ---------------------------------------------
+    track: tuple[Literal["wandb", "tensorboard"], ...] = ()
+    """Also log every evaluation to Weights & Biases and/or TensorBoard (`--track wandb
+    tensorboard`); metrics.jsonl stays the record. Needs the extra: pip install -e ".[wandb]"."""
+
     # -- devices and processes (purejaxbrc.distributed) ----------------------------------------
     vmap_members: bool = True
     """Batch each device's members with vmap (fast); --no-vmap-members runs them one after
@@ -111,7 +116,7 @@ class RunConfig:
 # Fields that may differ between a run and its resumption: they change where and how often the
 # state is saved, or how processes find each other, never the numbers the run computes.
 RESUME_FREE = ("resume", "run_dir", "checkpoint_every", "keep_checkpoints", "buffer_checkpoint",
-               "coordinator_address", "num_processes", "process_id", "sweep", "sweep_file")
+               "coordinator_address", "num_processes", "process_id", "sweep", "sweep_file", "track")
 
 @dataclass(frozen=True)
 class Experiment:
@@ -220,3 +225,6 @@ def validate_run(run: RunConfig, num_tasks: int) -> None:
                           f"the chunk ({run.chunk} iterations; see --chunk-iterations)")
     if run.sweep and run.sweep_file:
         raise ConfigError("give --sweep or --sweep-file, not both")
+    if run.track:
+        from purejaxbrc import tracking
+        tracking.check_installed(run.track)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purejaxbrc
-from purejaxbrc import distributed, kinds, sweep
+from purejaxbrc import distributed, kinds, sweep, tracking
 from purejaxbrc.checkpoint import Checkpoints, join, split
 from purejaxbrc.config import ConfigError
 from purejaxbrc.distributed import MEMBERS, SHARED
@@ -378,7 +378,10 @@ def run(experiment, env, eval_env, agent, variants=({},), log=print, kind: str |
     t0 = time.perf_counter()
     start = (resumed_start(config, config_dict, program, ckpts, abstract, log) if config.resume
              else fresh_start(config, program, initial))
-    runlog = RunLog(config.run_dir, config_dict, env.task_names, population, extra=run_info(kind),
+    info = run_info(kind)
+    tracker = tracking.open_trackers(config.track, config.run_dir, config_dict, info, population,
+                                     start.iteration if config.resume else None, primary, log)
+    runlog = RunLog(config.run_dir, config_dict, env.task_names, population, extra=info,
                     resume_iteration=start.iteration if config.resume else None, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from
     # Compile ahead of time so compile time is reported apart from run time.
@@ -399,7 +402,7 @@ def run(experiment, env, eval_env, agent, variants=({},), log=print, kind: str |
 
     def evaluate_and_log(it, state, metrics) -> float:
         returns = distributed.to_host(evaluate(state, jnp.int32(it)))  # [members, T]
-        runlog.log_eval(it, it * config.num_envs, returns, wall(), metrics)
+        tracker.log_eval(runlog.log_eval(it, it * config.num_envs, returns, wall(), metrics))
         per_task = ", ".join(f"{t} {r:.1f}" for t, r in zip(env.task_names, returns.mean(0)))
         progress.log(f"iter {it:>8d}  env-steps/task {it * config.num_envs:>9d}  {wall():7.1f}s  "
                      f"mean eval {returns.mean():8.2f}  ({per_task})")
@@ -430,6 +433,7 @@ def run(experiment, env, eval_env, agent, variants=({},), log=print, kind: str |
             save(it, state)
     finally:
         progress.close()
+        tracker.close(sys.exc_info()[1])  # what stopped the run, if anything
     summary = runlog.write_summary(it, it * config.num_envs, wall(), start.compile_s + compile_s)
     log(f"done: mean eval return {summary['mean_eval_return']:.2f} in {wall():.1f}s "
         f"(+{compile_s:.1f}s compile); {config.run_dir}/summary.json")

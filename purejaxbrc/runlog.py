@@ -119,11 +119,11 @@ class RunLog:
 
     def log_eval(self, iteration: int, env_steps: int, returns, wall_s: float, train_metrics=None):
         """`returns` [members, tasks]; appends one JSON line per (member, task), carrying the
-        member's seed, variant index and swept hyperparameters."""
+        member's seed, variant index and swept hyperparameters. Returns the rows written."""
         returns = np.asarray(returns, np.float64)
         self.last_returns = returns
         if not self.write:
-            return
+            return []
         rows = []
         for m, (seed, v) in enumerate(zip(self.seeds, self.variant_of)):
             extra = {k: np.asarray(val)[m].item() for k, val in (train_metrics or {}).items()}
@@ -136,6 +136,7 @@ class RunLog:
                 f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        return rows
 
     def write_summary(self, iteration: int, env_steps: int, wall_s: float, compile_s: float) -> dict:
         """summary.json: final returns per task, mean over seeds, for every variant (and over
