@@ -32,7 +32,7 @@ import numpy as np
 
 from purejaxbrc.config import ConfigError
 
-GL_FIX = ("on a machine without a display render with MUJOCO_GL=egl (Debian: apt-get install libegl1 "
+GL_FIX = ("on a machine without a display render with MUJOCO_GL=egl (Debian: apt-get install libegl1 libopengl0 "
           "libgl1-mesa-dri) or MUJOCO_GL=osmesa (apt-get install libosmesa6)")
 BACKGROUND = (16, 16, 16)
 CELL = 24  # pixels per cell of a game's grid
