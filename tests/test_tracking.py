@@ -238,3 +238,13 @@ def test_wandb_online_without_a_key_is_one_error_line(tmp_path):
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     assert lines[0].startswith("error: --track wandb: no W&B API key") and "WANDB_MODE=offline" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_only_process_0_logs(tmp_path):
+    from purejaxbrc.run import make_population
+    population = make_population(TINY.run, ({"lr": 3e-4}, {"lr": 1e-3}))
+    trackers = tracking.open_trackers(BOTH, tmp_path / "run", TINY.to_dict(), {}, population, primary=False)
+    trackers.log_eval([dict(iteration=20, env_steps=80, seed=0, variant=0, hparams={"lr": 3e-4},
+                            task="CartPole-v1", eval_return=1.0, wall_s=0.1)])
+    trackers.close()
+    assert not (tmp_path / "run").exists()
