@@ -26,7 +26,7 @@ from purejaxbrc.dqn import DQNConfig  # noqa: E402
 from purejaxbrc.sac import SACConfig  # noqa: E402
 
 MJX = Experiment(
-    RunConfig(tasks="CartpoleSwingup", num_seeds=2, total_iterations=20, warmup_iterations=10, eval_every=20,
+    RunConfig(tasks="CartpoleSwingup", total_iterations=20, warmup_iterations=10, eval_every=20,
               eval_episodes=1, episode_length=50, batch_size=8, utd=1, run_dir="unused"),
     SACConfig(critic_width=16, critic_depth=1, actor_width=16, num_atoms=11))
 GAME = Experiment(
@@ -57,12 +57,12 @@ def test_mjx_video_in_a_headless_process(mjx_run, tmp_path):
     # As a user runs it: a fresh process without a display, MuJoCo's GL backend left to render.py.
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
     env.update(PYTHONPATH=str(ROOT), PUREJAXBRC_CACHE=os.environ.get("PUREJAXBRC_CACHE", str(ROOT / ".jax_cache")))
-    out = subprocess.run([sys.executable, "-m", "purejaxbrc.render", str(mjx_run), "--member", "1", "--fps", "25",
+    out = subprocess.run([sys.executable, "-m", "purejaxbrc.render", str(mjx_run), "--fps", "25",
                           "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     printed = re.findall(r"^CartpoleSwingup: return (-?[\d.]+) in 50 steps", out.stdout, re.M)
-    assert printed == [f"{logged_returns(mjx_run)[1, 'CartpoleSwingup']:.2f}"], out.stdout
-    frames = gif_frames(tmp_path / "CartpoleSwingup-seed1-20.gif")
+    assert printed == [f"{logged_returns(mjx_run)[0, 'CartpoleSwingup']:.2f}"], out.stdout
+    frames = gif_frames(tmp_path / "CartpoleSwingup-seed0-20.gif")
     assert len(frames) == 13 and frames[0].shape == (240, 320, 3)  # 51 states, one per 4 steps (0.04 s)
     assert frames[0].std() > 10  # a scene, not a blank image
     assert any(np.abs(f.astype(int) - frames[0]).sum() > 0 for f in frames[1:])  # the cart and pole move
@@ -85,7 +85,7 @@ def test_no_gl_context_is_one_error_line(mjx_run, tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--member", "2"], "--member 2: the run has members 0 to 1"),
+    (["--member", "1"], "--member 1: the run has members 0 to 0"),
     (["--tasks", "CheetahRun"], "--tasks CheetahRun: the run's tasks are CartpoleSwingup"),
     (["--checkpoint", "30"], "--checkpoint 30: no such checkpoint"),
     (["--fps", "0"], "--fps must be > 0"),
