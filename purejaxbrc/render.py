@@ -22,6 +22,7 @@ line names the fix (exit code 2), as does any other bad input.
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -79,7 +80,9 @@ def open_renderer(model, width: int, height: int):
         raise ConfigError(f"--width {width} --height {height}: larger than the model's offscreen buffer "
                           f"{limit[0]}x{limit[1]}")
     try:
-        return mujoco.Renderer(model, height=height, width=width)
+        with warnings.catch_warnings():  # GLFW warns before failing: the error line says it all
+            warnings.simplefilter("ignore")
+            return mujoco.Renderer(model, height=height, width=width)
     except Exception as e:
         raise _gl_error(e)
 
