@@ -88,7 +88,8 @@ class RunConfig:
     # -- experiment tracking (purejaxbrc.tracking) ---------------------------------------------
     track: tuple[Literal["wandb", "tensorboard"], ...] = ()
     """Also log every evaluation to Weights & Biases and/or TensorBoard (`--track wandb
-    tensorboard`); metrics.jsonl stays the record. Needs the extra: pip install -e ".[wandb]"."""
+    tensorboard`); metrics.jsonl stays the record. Needs its extra: pip install -e ".[wandb]" or
+    ".[tensorboard]"."""
 
     # -- devices and processes (purejaxbrc.distributed) ----------------------------------------
     vmap_members: bool = True
