@@ -85,6 +85,12 @@ class RunConfig:
     """Save the replay buffers in checkpoints; --no-buffer-checkpoint: much smaller checkpoints,
     but a resume refills the buffers first and is not bit-exact."""
 
+    # -- experiment tracking (purejaxbrc.tracking) ---------------------------------------------
+    track: tuple[Literal["wandb", "tensorboard"], ...] = ()
+    """Also log every evaluation to Weights & Biases and/or TensorBoard (`--track wandb
+    tensorboard`); metrics.jsonl stays the record. Needs its extra: pip install -e ".[wandb]" or
+    ".[tensorboard]"."""
+
     # -- devices and processes (purejaxbrc.distributed) ----------------------------------------
     vmap_members: bool = True
     """Batch each device's members with vmap (fast); --no-vmap-members runs them one after

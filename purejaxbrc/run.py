@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from purejaxbrc import distributed, program, rundir, sweep, transfer
+from purejaxbrc import distributed, program, rundir, sweep, tracking, transfer
 from purejaxbrc.checkpoint import Checkpoints, join, lower_fingerprints, split
 from purejaxbrc.cli import EXIT_NON_FINITE, RunStopped, exit_on_error
 from purejaxbrc.config import Experiment, TransferConfig
@@ -180,8 +180,13 @@ def run(built: Built, log=print):
     compile_s = time.perf_counter() - t0
     ckpts = Checkpoints(config.run_dir, config.keep_checkpoints, sharding=prog.sharding,
                         fingerprinters={k.split()[-1]: compiling.get(k) for k in fingerprints})
-    runlog = rundir.RunLog(config.run_dir, config_dict, env.task_names, population, extra=rundir.run_info(kind),
-                           resume_iteration=start.iteration if config.resume else None, write=primary)
+    info, resume_iteration = rundir.run_info(kind), start.iteration if config.resume else None
+    # Trackers open before the run directory is written: one that cannot start leaves a fresh
+    # run's directory as it was.
+    tracker = tracking.open_trackers(config.track, config.run_dir, config_dict, info, population,
+                                     resume_iteration, primary, log)
+    runlog = rundir.RunLog(config.run_dir, config_dict, env.task_names, population, extra=info,
+                           resume_iteration=resume_iteration, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from
     pieces = ", ".join(f"{name} {s:.1f}s" for name, s in compiling.seconds.items())
     log(f"compiled in {compiling.wall_s():.1f}s ({pieces}; at once), "
@@ -200,7 +205,7 @@ def run(built: Built, log=print):
 
     def evaluate_and_log(it, state, metrics) -> float:
         returns = distributed.to_host(evaluate(state, jnp.int32(it)))  # [members, T]
-        runlog.log_eval(it, it * config.num_envs, returns, wall(), metrics)
+        tracker.log_eval(runlog.log_eval(it, it * config.num_envs, returns, wall(), metrics))
         per_task = ", ".join(f"{t} {r:.1f}" for t, r in zip(env.task_names, returns.mean(0)))
         progress.log(f"iter {it:>8d}  env-steps/task {it * config.num_envs:>9d}  {wall():7.1f}s  "
                      f"mean eval {returns.mean():8.2f}  ({per_task})")
@@ -231,6 +236,7 @@ def run(built: Built, log=print):
             save(it, state)
     finally:
         progress.close()
+        tracker.close(sys.exc_info()[1])  # what stopped the run, if anything
     summary = runlog.write_summary(it, it * config.num_envs, wall(), start.compile_s + compile_s)
     log(f"done: mean eval return {summary['mean_eval_return']:.2f} in {wall():.1f}s "
         f"(+{compile_s:.1f}s compile); {config.run_dir}/summary.json")
@@ -251,6 +257,7 @@ def main(kind: str, experiment: Experiment, transfer_config: TransferConfig | No
     exit_on_error(lambda: distributed.initialize(experiment.run))
     plan = exit_on_error(lambda: program.plan(kind, experiment) if transfer_config is None
                          else transfer.plan(kind, experiment, transfer_config))
+    exit_on_error(lambda: tracking.check_installed(plan.experiment.run.track))
     exit_on_error(lambda: rundir.check_same_config(plan.config))
     exit_on_error(lambda: rundir.check_run_dir(plan.experiment.run.run_dir, plan.config,
                                                resume=plan.experiment.run.resume))

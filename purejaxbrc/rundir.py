@@ -36,6 +36,7 @@ PACKAGES = ("jax", "jaxlib", "equinox", "optax", "orbax-checkpoint", "mujoco", "
 FREE_FIELDS = {
     "resume": "session", "run_dir": "session", "checkpoint_every": "session", "keep_checkpoints": "session",
     "buffer_checkpoint": "session", "num_processes": "session", "sweep": "session", "sweep_file": "session",
+    "track": "session",
     "coordinator_address": "process", "process_id": "process",
 }
 
@@ -229,7 +230,8 @@ def read_agent(run_dir, step: int) -> dict:
 
 # -- metrics.jsonl and summary.json ---------------------------------------------------------------
 def read_rows(path: Path) -> list[dict]:
-    """metrics.jsonl's rows; a half-written last line (a killed run) is left out."""
+    """The rows of a JSON-lines file (metrics.jsonl); a half-written line (a killed writer) is
+    left out."""
     if not path.exists():
         return []
     rows = []
@@ -291,11 +293,11 @@ class RunLog:
 
     def log_eval(self, iteration: int, env_steps: int, returns, wall_s: float, train_metrics=None):
         """`returns` [members, tasks]; appends one JSON line per (member, task), carrying the
-        member's seed, variant index and swept hyperparameters."""
+        member's seed, variant index and swept hyperparameters. Returns the rows written."""
         returns = np.asarray(returns, np.float64)
         self.last_returns = returns
         if not self.write:
-            return
+            return []
         rows = []
         for m, (seed, v) in enumerate(zip(self.seeds, self.variant_of)):
             extra = {k: np.asarray(val)[m].item() for k, val in (train_metrics or {}).items()}
@@ -308,6 +310,7 @@ class RunLog:
                 f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        return rows
 
     def write_summary(self, iteration: int, env_steps: int, wall_s: float, compile_s: float) -> dict:
         """summary.json: final returns per task, mean over seeds, for every variant (and over

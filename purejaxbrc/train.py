@@ -14,6 +14,8 @@ Data flows one way: env -> transition -> buffer -> batch -> update -> params -> 
   switch and the gradient-step count stay unbatched.
 - `evaluate(state, iteration)`: deterministic policy, `eval_episodes` per task -> `[T]` means,
   on environments seeded by `fold_in(eval_key, iteration)`.
+- `rollout(state, iteration, record=None)`: the episodes `evaluate` averages, each return, and
+  what `record` keeps of every step (purejaxbrc.render draws them).
 - `train(key, hparams)`: the whole run as one pure function (no host in the loop).
 
 The host loop that calls these lives in `purejaxbrc.run`.
@@ -48,6 +50,7 @@ class Trainer(NamedTuple):
     chunk: Callable[..., tuple[TrainState, dict]]  # (state, it, learn_from=None) -> (state, metrics)
     evaluate: Callable[[TrainState, jax.Array], jax.Array]  # (state, iteration) -> returns [T]
     train: Callable[[jax.Array, dict], tuple[TrainState, jax.Array]]  # (key, hparams) -> (state, returns [evals, T])
+    rollout: Callable[..., tuple[jax.Array, Any]]  # (state, iteration, record=None) -> (returns [T, E], trace)
 
 
 def _flat(x):
@@ -148,10 +151,13 @@ def make_train(config: RunConfig, env, eval_env, agent: Agent) -> Trainer:
     eval_ids = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32)[:, None],
                                 (num_tasks, eval_env.num_envs))
 
-    def evaluate(state: TrainState, iteration):
-        """Mean return per task `[T]` of the deterministic policy, `eval_episodes` per task, on
-        environments seeded by `fold_in(eval_key, iteration)`. Reads `state.agent`,
-        `state.eval_key` and `state.hparams` only."""
+    def rollout(state: TrainState, iteration, record=None):
+        """The deterministic policy's episodes, `eval_env.num_envs` per task, on environments
+        seeded by `fold_in(eval_key, iteration)` -> `(returns [T, E], trace)`. Reads
+        `state.agent`, `state.eval_key` and `state.hparams` only. With `record` (`(env_state,
+        obs) -> pytree`), `trace` is `(record of the reset, records of every step [steps, ...],
+        alive [steps, T, E])`: a step records the state it reached and its true next
+        observation, and `alive` marks the steps inside the episode. Without, `trace` is None."""
         agent_state, hp = state.agent, hp_of(state)
         k_reset, k_steps = jax.random.split(jax.random.fold_in(state.eval_key, iteration))
         env_state, obs = eval_env.reset(k_reset)
@@ -161,12 +167,18 @@ def make_train(config: RunConfig, env, eval_env, agent: Agent) -> Trainer:
             action = agent.greedy(agent_state, _flat(obs), _flat(eval_ids), hp)
             env_state, step = eval_env.step(env_state, action.reshape(eval_ids.shape + agent.action_shape), k)
             ret = ret + jnp.where(active, step.reward, 0.0)
+            out = None if record is None else (record(env_state, step.next_obs), active)
             active = active & ~(step.terminated | step.truncated)
-            return (env_state, step.obs, ret, active), None
+            return (env_state, step.obs, ret, active), out
 
         init_carry = (env_state, obs, jnp.zeros(eval_ids.shape, jnp.float32), jnp.ones(eval_ids.shape, bool))
-        (_, _, ret, _), _ = jax.lax.scan(body, init_carry, jax.random.split(k_steps, eval_env.episode_length))
-        return jnp.mean(ret, axis=-1)
+        (_, _, ret, _), steps = jax.lax.scan(body, init_carry, jax.random.split(k_steps, eval_env.episode_length))
+        return ret, None if record is None else (record(env_state, obs),) + steps
+
+    def evaluate(state: TrainState, iteration):
+        """Mean return per task `[T]` of the deterministic policy, `eval_episodes` per task, on
+        environments seeded by `fold_in(eval_key, iteration)` (`rollout`)."""
+        return jnp.mean(rollout(state, iteration)[0], axis=-1)
 
     def train(key, hparams):
         """The whole run, host-free: returns the final state and `[evals, T]` eval returns."""
@@ -183,4 +195,4 @@ def make_train(config: RunConfig, env, eval_env, agent: Agent) -> Trainer:
         (state, _), returns = jax.lax.scan(one_eval_period, (state, jnp.int32(0)), None, length=num_evals)
         return state, returns
 
-    return Trainer(init=init, chunk=chunk, evaluate=evaluate, train=train)
+    return Trainer(init=init, chunk=chunk, evaluate=evaluate, train=train, rollout=rollout)

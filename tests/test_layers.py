@@ -7,8 +7,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "purejaxbrc"
-# Imported inside functions on purpose: slow to import, and a run of the other kind never needs them.
-LAZY_ALLOWED = {"mujoco_playground", "mujoco", "gymnax"}
+# Imported inside functions on purpose: slow to import and needed by one kind of run or one
+# optional feature only (MuJoCo for MJX and its videos, gymnax for games, the trackers' extras).
+LAZY_ALLOWED = {"mujoco_playground", "mujoco", "gymnax", "wandb", "tensorboard"}
 
 
 def module_name(path: Path) -> str:
@@ -89,12 +90,13 @@ def test_the_layers_are_those_the_readme_draws():
          "purejaxbrc.buffer", "purejaxbrc.normalizer", "purejaxbrc.categorical", "purejaxbrc.bronet",
          "purejaxbrc.critic", "purejaxbrc.actor", "purejaxbrc.embedding", "purejaxbrc.padding",
          "purejaxbrc.envs", "purejaxbrc.envs.base", "purejaxbrc.envs.mjx", "purejaxbrc.envs.gymnax",
-         "purejaxbrc.lapack", "purejaxbrc.aggregate"},
+         "purejaxbrc.lapack", "purejaxbrc.aggregate", "purejaxbrc.video"},
         {"purejaxbrc.sweep", "purejaxbrc.distributed"},
         {"purejaxbrc.kinds", "purejaxbrc.kinds.base", "purejaxbrc.kinds.mjx", "purejaxbrc.kinds.minatar"},
         {"purejaxbrc.checkpoint", "purejaxbrc.rundir"},
         {"purejaxbrc.program"},
-        {"purejaxbrc.transfer", "purejaxbrc.run", "purejaxbrc.cli", "purejaxbrc.evaluate", "purejaxbrc.plot"},
+        {"purejaxbrc.transfer", "purejaxbrc.run", "purejaxbrc.cli", "purejaxbrc.tracking", "purejaxbrc.evaluate",
+         "purejaxbrc.plot", "purejaxbrc.render"},
     ]
     level = {m: i for i, layer in enumerate(layers) for m in layer}
     assert set(edges) - {"purejaxbrc"} <= set(level), sorted(set(edges) - set(level) - {"purejaxbrc"})

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from purejaxbrc import embedding
 from purejaxbrc.agent import Agent, AgentConfig
-from purejaxbrc.config import Experiment, TransferConfig
+from purejaxbrc.config import ConfigError, Experiment, TransferConfig
 
 
 class Kind(ABC):
@@ -47,6 +47,15 @@ class Kind(ABC):
         """One member's agent state: `fresh` (a new run's) with the networks (and whatever
         else carries over) of `source`, the pretrained one; embedding tables rebuilt for the new
         tasks (`rows`: each task's pretrained row, -1 for a new one)."""
+
+    def prepare_video(self) -> None:
+        """Set up what drawing this kind's states needs before anything imports it (ConfigError
+        when it cannot work here, naming the fix)."""
+
+    def video(self, names, tasks: list[int], width: int, height: int, camera: str | None, fps: float | None):
+        """A `purejaxbrc.video` drawer of tasks `tasks` (indices into `names`); ConfigError for
+        what cannot be drawn."""
+        raise ConfigError(f"render draws no {self.what}")
 
     @staticmethod
     def transfer_options(transfer: TransferConfig | None, names) -> dict:

@@ -1,5 +1,6 @@
 """The "minatar" kind (experiments/brc_minatar.py): categorical double Q on gymnax games."""
 
+from purejaxbrc import video
 from purejaxbrc.config import ConfigError, Experiment, RunConfig, TransferConfig
 from purejaxbrc.dqn import DQNAgent, DQNConfig, DQNState
 from purejaxbrc.embedding import with_transferred_rows
@@ -35,6 +36,14 @@ class MinAtarKind(Kind):
                          num_tasks=env.num_tasks, num_actions=transfer.num_actions if transfer else None,
                          **self.transfer_options(transfer, names))
         return env, eval_env, agent
+
+    def video(self, names, tasks, width, height, camera, fps):
+        del width, height, camera  # one cell per pixel block; no cameras
+        env = gymnax.GymnaxTaskSet(names)
+        if len(env.obs_shape) != 3:
+            raise ConfigError(f"{', '.join(names)}: observations of shape {env.obs_shape} are not images; render "
+                              f"draws MJX tasks and image games (MinAtar)")
+        return video.GridFrames({t: env.obs_shapes[t][-1] for t in tasks}, fps)
 
     def padded_sizes(self, names):
         env = gymnax.GymnaxTaskSet(names)

@@ -1,5 +1,6 @@
 """The "mjx" kind (experiments/brc_mjx.py): SAC on MuJoCo Playground control tasks."""
 
+from purejaxbrc import video
 from purejaxbrc.config import ConfigError, Experiment, TransferConfig
 from purejaxbrc.embedding import with_transferred_rows
 from purejaxbrc.envs import mjx
@@ -28,6 +29,14 @@ class MJXKind(Kind):
         agent = SACAgent(experiment.agent, obs_size=env.obs_size, action_size=env.action_size,
                          num_tasks=env.num_tasks, **self.transfer_options(transfer, names))
         return env, eval_env, agent
+
+    def prepare_video(self):
+        video.default_gl()
+        video.import_mujoco()  # before Playground imports it: its GL backend is chosen then
+
+    def video(self, names, tasks, width, height, camera, fps):
+        models = {t: mjx.load_task(names[t]).mj_model for t in tasks}
+        return video.MuJoCoFrames(models, width, height, camera, fps)
 
     def padded_sizes(self, names):
         envs = [mjx.load_task(n) for n in names]
