@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 import brc_minatar  # noqa: E402
-from purejaxbrc import program, tracking  # noqa: E402
+from purejaxbrc import program, rundir, tracking  # noqa: E402
 from purejaxbrc.checkpoint import Checkpoints  # noqa: E402
 from purejaxbrc.cli import RunStopped  # noqa: E402
 from purejaxbrc.config import Experiment, RunConfig  # noqa: E402
@@ -239,9 +239,8 @@ def test_wandb_online_without_a_key_is_one_error_line(tmp_path):
 
 
 def test_only_process_0_logs(tmp_path):
-    from purejaxbrc.run import make_population
-    population = make_population(TINY.run, ({"lr": 3e-4}, {"lr": 1e-3}))
-    trackers = tracking.open_trackers(BOTH, tmp_path / "run", TINY.to_dict(), {}, population, primary=False)
+    population = program.make_population(TINY.run, ({"lr": 3e-4}, {"lr": 1e-3}))
+    trackers = tracking.open_trackers(BOTH, tmp_path / "run", rundir.config_dict(TINY), {}, population, primary=False)
     trackers.log_eval([dict(iteration=20, env_steps=80, seed=0, variant=0, hparams={"lr": 3e-4},
                             task="CartPole-v1", eval_return=1.0, wall_s=0.1)])
     trackers.close()
