@@ -170,6 +170,11 @@ def run(built: Built, log=print):
     resumed = resumed_start(built, abstract, log) if config.resume else None
     source = None if config.resume else transfer.source_agent(built, abstract)
     read_s = time.perf_counter() - t0
+    info, resume_iteration = rundir.run_info(kind), resumed.iteration if resumed else None
+    # Trackers open before the run directory is written: one that cannot start leaves a fresh
+    # run's directory as it was.
+    tracker = tracking.open_trackers(config.track, config.run_dir, config_dict, info, population,
+                                     resume_iteration, primary, log)
     fingerprints = {f"fingerprint {k}": v for k, v in lower_fingerprints(abstract, config.buffer_checkpoint).items()}
     compiling = prog.start_compiling(abstract, with_init=not config.resume, more=fingerprints)
     init = None if config.resume else compiling.get("init")
@@ -180,11 +185,6 @@ def run(built: Built, log=print):
     compile_s = time.perf_counter() - t0
     ckpts = Checkpoints(config.run_dir, config.keep_checkpoints, sharding=prog.sharding,
                         fingerprinters={k.split()[-1]: compiling.get(k) for k in fingerprints})
-    info, resume_iteration = rundir.run_info(kind), start.iteration if config.resume else None
-    # Trackers open before the run directory is written: one that cannot start leaves a fresh
-    # run's directory as it was.
-    tracker = tracking.open_trackers(config.track, config.run_dir, config_dict, info, population,
-                                     resume_iteration, primary, log)
     runlog = rundir.RunLog(config.run_dir, config_dict, env.task_names, population, extra=info,
                            resume_iteration=resume_iteration, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from
@@ -247,8 +247,6 @@ def _non_finite_message(what: str, it: int, last_saved, run_dir) -> str:
     kept = (f"the last good checkpoint (iteration {last_saved}) is kept" if last_saved is not None
             else "no checkpoint had been written")
     return f"error: non-finite {what} at iteration {it}; stopped without saving this state; {kept} in {run_dir}"
-
-
 
 
 def main(kind: str, experiment: Experiment, transfer_config: TransferConfig | None = None, log=print):
