@@ -254,4 +254,5 @@ ITEMS = {
 
 
 def run_item(name: str, tiny: bool, figures: Path) -> None:
+    program.enable_compilation_cache()  # a rerun of an item (the second command) compiles from disk
     ITEMS[name].run(tiny, Report(figures, name))
