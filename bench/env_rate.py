@@ -59,7 +59,7 @@ def measure(tasks: str, args: Args, log) -> dict:
     init_s = time.perf_counter() - t0
     learn_from = jnp.int32(run.warmup_iterations)
     t0 = time.perf_counter()
-    chunk = prog.compile_chunk(state, 0, learn_from)
+    chunk = prog.compile_chunk(state)
     compile_s = time.perf_counter() - t0
 
     def timed(n, it):

@@ -10,6 +10,7 @@ shapes), and XLA's own count is added where the backend gives one (`xla_update_f
 otherwise): on a GPU under jax 0.11, `cost_analysis()` returns None.
 """
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -21,8 +22,6 @@ import jax.numpy as jnp
 from bench.device import cpu_seconds, peak_flops, peak_memory
 from purejaxbrc import kinds, program
 from purejaxbrc.config import Experiment, default_batch_size
-from purejaxbrc.dqn import DQNAgent
-from purejaxbrc.sac import SACAgent
 
 
 def bench_config(base: Experiment, *, chunk: int, **overrides) -> Experiment:
@@ -43,44 +42,11 @@ def with_full_warmup(kind: str, experiment: Experiment) -> Experiment:
 
 
 # -- FLOPs ----------------------------------------------------------------------------------------
-def _bronet_macs(in_features: int, width: int, depth: int) -> int:
-    """Multiply-accumulates of one example through a BroNet: the stem and two dense layers per
-    residual block (purejaxbrc.bronet)."""
-    return in_features * width + 2 * depth * width * width
-
-
 def counted_update_flops(agent, batch: int) -> float:
-    """FLOPs of the matmuls (and convolutions) of one gradient step of one member, counted from
-    the network shapes: a forward pass costs 2 x MACs per example, a backward pass through the
-    weights and the activations twice that, one through the activations alone as much as it.
-
-    SAC (`agent.update`): the target (actor and target critics on next_obs: forward), the critic
-    loss (forward and backward), the actor loss (actor forward and backward, the online critics
-    forward and backward through their activations). DQN: the online and target networks on
-    next_obs (forward), the online network on obs (forward and backward)."""
-    c = agent.config
-    if isinstance(agent, SACAgent):
-        embed = c.embed_dim if (agent.embedding if agent.embedding is not None else agent.num_tasks > 1) else 0
-        critic = agent.num_critics * (_bronet_macs(agent.obs_size + agent.action_size + embed, c.critic_width,
-                                                   c.critic_depth) + c.critic_width * c.num_atoms)
-        actor = (_bronet_macs(agent.obs_size + embed, c.actor_width, c.actor_depth)
-                 + c.actor_width * 2 * agent.action_size)
-        target, critic_loss, actor_loss = 2 * (actor + critic), 6 * critic, 6 * actor + 4 * critic
-        return float(batch * (target + critic_loss + actor_loss))
-    if isinstance(agent, DQNAgent):
-        shape, macs, channels = agent.obs_shape, 0, (agent.obs_shape[-1],) + tuple(c.conv_channels)
-        features = math.prod(shape)
-        if len(shape) == 3:
-            h, w = shape[0], shape[1]
-            for cin, cout in zip(channels[:-1], channels[1:]):
-                h, w = h - 2, w - 2
-                macs += h * w * 9 * cin * cout
-            features = h * w * channels[-1]
-        embed = c.embed_dim if (agent.embedding if agent.embedding is not None else agent.num_tasks > 1) else 0
-        macs += _bronet_macs(features + embed, c.critic_width, c.critic_depth)
-        macs += c.critic_width * agent.num_actions * c.num_atoms
-        return float(batch * 2 * macs * (1 + 1 + 3))
-    raise TypeError(f"no FLOP count for {type(agent).__name__}")
+    """FLOPs of one gradient step of one member counted from the matmul shapes (the agent's own
+    count: `Agent.update_flops`); XLA's count adds the elementwise work (within a few percent at
+    width 512: tests/test_bench.py)."""
+    return agent.update_flops(batch)
 
 
 def xla_update_flops(built: program.Built, state) -> float | None:
@@ -145,7 +111,7 @@ def start_fused(kind: str, experiment: Experiment) -> Started:
     init_s = time.perf_counter() - t0
     learn_from = jnp.int32(run.warmup_iterations)
     t0 = time.perf_counter()
-    chunk = built.program.compile_chunk(state, 0, learn_from)
+    chunk = built.program.compile_chunk(state)
     compile_s = time.perf_counter() - t0
 
     warmup = range(0, run.warmup_iterations, run.chunk)
@@ -159,41 +125,50 @@ def start_fused(kind: str, experiment: Experiment) -> Started:
     return started
 
 
-def measure_fused(kind: str, experiment: Experiment, timed_chunks: int, on_started=None) -> dict:
-    """`start_fused`, then time `timed_chunks` learning chunks. `on_started(record)` receives
-    the compile and env-only figures as soon as they exist (a later failure cannot lose them)."""
+def measure_fused(kind: str, experiment: Experiment, timed_chunks: int, report=None) -> dict:
+    """`start_fused`, then time `timed_chunks` learning chunks. `report(**figures)` receives the
+    figures as they exist: compile and env-only rates, then the timed rates, then what takes
+    more work that might fail (memory, the matmul ceiling for MFU), so none is lost to a later
+    failure."""
+    report = report or (lambda **figures: None)
     started = start_fused(kind, experiment)
     run, names, agent = started.experiment.run, started.built.plan.names, started.built.agent
     steps_per_it = run.num_seeds * len(names) * run.num_envs
     record = dict(
         kind=kind, tasks=list(names), num_tasks=len(names), num_seeds=run.num_seeds,
-        num_envs=run.num_envs, critic_width=started.experiment.agent.critic_width,
-        actor_width=getattr(started.experiment.agent, "actor_width", None),
-        batch_size=run.batch_size, utd=run.utd, matmul_dtype=started.experiment.agent.critic_matmul_dtype,
+        num_envs=run.num_envs, agent=dataclasses.asdict(started.experiment.agent),
+        critic_width=started.experiment.agent.critic_width, batch_size=run.batch_size, utd=run.utd,
+        matmul_dtype=started.experiment.agent.critic_matmul_dtype,
         chunk_iterations=run.chunk, warmup_iterations=run.warmup_iterations,
         init_s=started.init_s, compile_s=started.compile_s,
         env_only_iterations_per_s=run.chunk / started.env_only_s,
         env_only_env_steps_per_s=run.chunk * steps_per_it / started.env_only_s)
-    if on_started:
-        on_started(dict(record))
+    report(**record)
+
     run_s, cores = started.advance(timed_chunks)
     its = timed_chunks * run.chunk
     grad_steps_per_s = its * run.utd * run.num_seeds / run_s
     counted = counted_update_flops(agent, run.batch_size)
-    peak, peak_source = peak_flops(started.experiment.agent.critic_matmul_dtype)
-    memory, memory_source = peak_memory(started.chunk)
-    record.update(
+    timed = dict(
         timed_iterations=its, run_s=run_s, iterations_per_s=its / run_s, env_steps_per_s=its * steps_per_it / run_s,
         grad_steps_per_s=grad_steps_per_s,
         # The split of an iteration: the env-only chunks' seconds per iteration (act, step, insert,
         # normaliser) against a learning iteration's; the rest is the gradient steps.
         env_s_per_iteration=started.env_only_s / run.chunk, learning_s_per_iteration=run_s / its,
         env_share=(started.env_only_s / run.chunk) / (run_s / its), cores=cores,
-        peak_memory_bytes=memory, peak_memory_source=memory_source,
         update_flops=counted, flops_source="counted from the matmul shapes of one agent.update (per seed)",
-        achieved_flops_per_s=counted * grad_steps_per_s, peak_flops_per_s=peak, peak_flops_source=peak_source,
-        mfu=counted * grad_steps_per_s / peak)
+        achieved_flops_per_s=counted * grad_steps_per_s)
+    record.update(timed)
+    report(**timed)
+
+    memory, memory_source = peak_memory(started.chunk)
     xla = xla_update_flops(started.built, started.state)
-    if xla is not None:
-        record.update(xla_update_flops=xla)
+    more = dict(peak_memory_bytes=memory, peak_memory_source=memory_source,
+                **({"xla_update_flops": xla} if xla is not None else {}))
+    record.update(more)
+    report(**more)
+    peak, peak_source = peak_flops(started.experiment.agent.critic_matmul_dtype)
+    mfu = dict(peak_flops_per_s=peak, peak_flops_source=peak_source, mfu=counted * grad_steps_per_s / peak)
+    record.update(mfu)
+    report(**mfu)
     return record

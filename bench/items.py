@@ -93,7 +93,7 @@ def ceilings(tiny: bool, report: Report):
 
 
 def _fused(kind: str, experiment: Experiment, report: Report, timed_chunks: int = 2):
-    report(**measure_fused(kind, experiment, timed_chunks, on_started=lambda first: report(**first)))
+    measure_fused(kind, experiment, timed_chunks, report)
 
 
 def paper_f32(tiny: bool, report: Report):
@@ -136,14 +136,20 @@ def wide(tiny: bool, report: Report):
     need = program.memory_needed(built.program.abstract_state())
     report(critic_width=experiment.agent.critic_width, state_bytes=sum(need.values()), **{f"{k}_bytes": v for k, v in need.items()},
            critic_parameters=_critic_parameters(built))
+    timed = False
+
+    def fitted(**figures):
+        nonlocal timed
+        report(**figures)
+        if "iterations_per_s" in figures and not timed:  # it trained: it fits
+            timed = True
+            report(fits=True)
     try:
-        _fused("mjx", experiment, report, timed_chunks=1)
-    except Exception as e:  # out of device memory: the answer to "does it fit"
-        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+        measure_fused("mjx", experiment, 1, fitted)
+    except Exception as e:  # out of device memory before it trained: the answer to "does it fit"
+        if timed or ("RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower()):
             raise
         report(fits=False, out_of_memory=str(e).splitlines()[0][:300])
-        return
-    report(fits=True)
 
 
 def _critic_parameters(built) -> int:

@@ -11,7 +11,7 @@ import re
 
 import jax
 
-from purejaxbrc import program
+from purejaxbrc import backend, program
 
 # XLA's own targets, which every platform compiles (shard_map's sharding annotations among them).
 EVERYWHERE = frozenset({"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape", "annotate_device_placement",
@@ -42,14 +42,19 @@ def custom_calls(exported: jax.export.Exported) -> list[str]:
 
 def exported_calls(built: program.Built, platforms=("cuda", "tpu")) -> dict:
     """`{"chunk" | "evaluate": {platform: custom call targets}}` of the built run's training chunk
-    and evaluation, each exported for one platform at a time (a module lowered for several
-    holds every platform's branch)."""
+    and evaluation, each traced and exported for one platform at a time (a module lowered for
+    several holds every platform's branch; choices made while tracing follow the platform)."""
     prog = built.program
     state = prog.abstract_state()
     i32 = jax.ShapeDtypeStruct((), jax.numpy.int32)
     out = {}
-    for name, fn, args in (("chunk", prog.chunk, (state, i32, i32)), ("evaluate", prog.evaluate, (state, i32))):
-        out[name] = {p: custom_calls(jax.export.export(fn, platforms=(p,))(*args)) for p in platforms}
+    for name, fn, args in (("chunk", prog.chunk_fn, (state, i32, i32)), ("evaluate", prog.evaluate_fn, (state, i32))):
+        out[name] = {}
+        for p in platforms:
+            # A new function object: JAX caches a function's trace, and this one must be traced
+            # afresh, with the platform's own kernels.
+            with backend.tracing_for(p):
+                out[name][p] = custom_calls(jax.export.export(jax.jit(lambda *a: fn(*a)), platforms=(p,))(*args))
     return out
 
 

@@ -56,7 +56,7 @@ def measure(devices: int, members: int, chunk: int, chunks: int) -> dict:
     built = program.build(program.plan("mjx", Experiment(run, SACConfig(critic_width=128, actor_width=128))))
     state = built.program.fresh_state()
     t0 = time.perf_counter()
-    step = built.program.compile_chunk(state, 0, chunk)
+    step = built.program.compile_chunk(state)
     compile_s = time.perf_counter() - t0
     it = 0
     for timed in (False, True):  # the warm-up chunk untimed, then the learning chunks

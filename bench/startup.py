@@ -6,9 +6,10 @@ cache, in this checkout and in another one (an older commit), side by side in on
 Per task set and round, each checkout runs the same command (the paper preset, two iterations,
 tiny batch and buffer: what a new user's first try costs) in its own process, in an order
 reversed every round, each with a fresh empty compilation cache. Recorded from the wall clock
-of the parent: when each output line appeared, when config.json appeared (after the initial
-state was built), and the end; and this checkout's own start-up lines (built, compiled: chunk,
-evaluation and init apiece, initial state).
+of the parent: when each output line appeared, when config.json appeared (62d8bfc writes it
+once the initial state is built; later commits once everything is compiled: not comparable
+across them), the first evaluation line and the end; and this checkout's own start-up lines
+(built; compiled: chunk, evaluation, init and checkpoint fingerprints apiece; initial state).
 """
 
 import datetime

@@ -6,10 +6,11 @@ Each item (bench/items.py, in this order: ceilings, paper, paper_bf16, populatio
 small, wide, script, lowering) runs in its own process with its own time limit; its log streams
 to `<out>.logs/<item>.log`, and the figures it has so far to `<out>.logs/<item>.json` as each
 one exists. When the item ends, one JSON line is appended to `--out` (default
-`bench/results/<device>-<date>-<commit>.jsonl`): `item`, `status` (`ok`, `error` with its
-`message`, `timeout`), `seconds`, `device`, `commit`, `command`, and the item's figures, those
-of a failed or timed-out item included. Running again with the same `--out` skips the items
-already `ok`, so a second command continues where the first ran out of time. No item starts
+`bench/results/<device>-<date>-<commit>[-tiny].jsonl`): `item`, `status` (`ok`, `error` with its
+`message`, `timeout`), `seconds`, `device`, `commit`, `command`, `tiny`, and the item's figures,
+those of a failed or timed-out item included. Running again with the same `--out` (and
+`--tiny` or not) skips the items already `ok` at that size, so a second command continues where
+the first ran out of time. No item starts
 that its estimate says would not end within `--budget-s`; each is stopped at the budget's end.
 `--tiny` shrinks every item to a cheap task and tiny networks: the whole list runs on a 2-core
 CPU in minutes (run it so before every GPU window).
@@ -117,15 +118,21 @@ def run_one(name: str, args: Args, out: Path, timeout_s: float, device: dict, re
     log(f"{name}: started (limit {timeout_s:.0f}s; log {log_path})")
     t0 = time.perf_counter()
     with open(log_path, "w") as f:
+        # Its own process group: a timeout kills the item and anything it started (the script
+        # item's run), and so does this process stopping for any reason.
         proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=environment(), cwd=ROOT,
                                 start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout_s)
             status = "ok" if rc == 0 else "error"
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the item and anything it started
-            proc.wait()
             status = "timeout"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # the group ended on its own
+                pass
+            proc.wait()
     seconds = time.perf_counter() - t0
     line = dict(item=name, status=status, seconds=round(seconds, 2), device=device["kind"],
                 platform=device["platform"], jax=device["jax"], commit=revision, tiny=args.tiny,
@@ -167,10 +174,11 @@ def main(args: Args):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     device, revision = probe(), commit()
-    out = Path(args.out or ROOT / "bench" / "results" /
-               f"{device_slug(device)}-{datetime.date.today().isoformat()}-{revision}.jsonl")
+    out = Path(args.out or ROOT / "bench" / "results" / f"{device_slug(device)}-{datetime.date.today().isoformat()}-"
+                                                         f"{revision}{'-tiny' if args.tiny else ''}.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {line["item"] for line in read_rows(out) if line.get("status") == "ok"}
+    # Done: what is already ok at this size (a --tiny line never stands for the full item).
+    done = {line["item"] for line in read_rows(out) if line.get("status") == "ok" and line.get("tiny") == args.tiny}
     log(f"{device['kind']} ({device['platform']}, jax {device['jax']}), commit {revision}; "
         f"{len(done & set(names))} items already ok in {out}")
     for name in names:
@@ -186,7 +194,8 @@ def main(args: Args):
         run_one(name, args, out, min(spec.tiny_limit_s if args.tiny else spec.limit_s, left), device, revision, log)
     latest = {}
     for line in read_rows(out):
-        latest[line["item"]] = line
+        if line.get("tiny") == args.tiny:
+            latest[line["item"]] = line
     print(table([latest[n] for n in names if n in latest]))
     log(f"wrote {out}")
 

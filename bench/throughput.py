@@ -162,19 +162,30 @@ def main(args: Args):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     records, ratios = [], {}
+    device = jax.devices()[0]
+    head = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), device=device.device_kind,
+                platform=device.platform, cpu=cpu_model(), cpu_count=os.cpu_count(),
+                versions=rundir.run_info(None)["versions"], command=" ".join(sys.argv))
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(more=()):
+        """`out` rewritten with every record so far: a later failure loses no figure."""
+        records.extend(more)
+        out.write_text(json.dumps(dict(head, max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                                       **ratios, records=records), indent=1, default=float) + "\n")
     if args.width_sweep or args.population:
         names, args = [], dataclasses.replace(args, sweeps=False, compare=False)
     if args.width_sweep:
-        records += width_sweep(args.widths, args.reference, args.timed_chunks, log)
+        save(width_sweep(args.widths, args.reference, args.timed_chunks, log))
     if args.population:
         gpu = jax.default_backend() != "cpu"
-        records += [dict(r, name=f"population/devices={r['devices']}/members={r['members']}")
-                    for r in population.sweep([1] if gpu else [1, 2, 4], [1, 2, 4, 8, 16] if gpu else [4],
-                                              chunk=250, chunks=2, log=log)]
+        save([dict(r, name=f"population/devices={r['devices']}/members={r['members']}")
+              for r in population.sweep([1] if gpu else [1, 2, 4], [1, 2, 4, 8, 16] if gpu else [4],
+                                        chunk=250, chunks=2, log=log)])
     for name in names:
         kind, config = all_configs[name]
         log(f"measuring {name} ...")
-        records.append(dict(measure_fused(kind, config, args.timed_chunks), name=name))
+        save([dict(measure_fused(kind, config, args.timed_chunks), name=name)])
     if args.sweeps and not (args.quick or args.tiny) and "small" in all_configs:
         kind, base = all_configs["small"]
         for field, values in SWEEPS.items():
@@ -183,21 +194,12 @@ def main(args: Args):
                 config = base.replace(**{field: v})
                 if field == "critic_width":
                     config = config.replace(actor_width=v)
-                records.append(dict(measure_fused(kind, config, args.timed_chunks),
-                                    name=f"small/{field}={v}", sweep=field))
+                save([dict(measure_fused(kind, config, args.timed_chunks), name=f"small/{field}={v}", sweep=field)])
     if args.compare and not args.tiny:
-        more, ratios = compare(args, log)
-        records += more
-
-    device = jax.devices()[0]
-    info = rundir.run_info(None)
-    result = dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
-                  device=device.device_kind, platform=device.platform, cpu=cpu_model(),
-                  cpu_count=os.cpu_count(), versions=info["versions"], command=" ".join(sys.argv),
-                  max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  **ratios, records=records)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+        more, got = compare(args, log)
+        ratios.update(got)
+        save(more)
+    save()
     print(table([r for r in records if "env_steps_per_s" in r]))
     for r in records:
         if "ratio_vs_reference" in r:
@@ -210,7 +212,7 @@ def main(args: Args):
     if plot_sweeps(records, out.with_suffix(".png")):
         log(f"wrote {out.with_suffix('.png')}")
     log(f"wrote {out}")
-    return result
+    return json.loads(out.read_text())
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ class Agent(Protocol):
     def discount(self, hp):
         """The discount the reward normaliser computes returns with."""
 
+    def update_flops(self, batch: int) -> float:
+        """FLOPs of the matmuls of one `update` on `batch` transitions (bench: MFU)."""
+
 
 def polyak(online, target, tau: float, mask=None):
     """`tau * online + (1 - tau) * target`, leaf by leaf; where `mask` (a tree like the

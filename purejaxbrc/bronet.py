@@ -11,6 +11,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from purejaxbrc import backend
+
 
 class Dense(eqx.Module):
     """`x @ kernel + bias` with an orthogonal kernel and a zero bias."""
@@ -37,7 +39,7 @@ def matmul(x, w):
     YNNPACK dot runs `x.T @ dy` over the batch axis markedly slower than the product of a
     transposed copy (measured at widths 256-1024); `dy @ w.T` runs at full speed as it is.
     Elsewhere the plain product: GPU matmul libraries take transposed operands natively."""
-    return _matmul_cpu(x, w) if jax.default_backend() == "cpu" else x @ w
+    return _matmul_cpu(x, w) if backend.is_cpu() else x @ w
 
 
 @jax.custom_vjp
@@ -107,7 +109,7 @@ def row_mean(x):
     """The mean over the last axis, keeping it. On CPU a product with a constant column: XLA:CPU
     splits a reduction of more than 32 elements into a reduce-window and a reduce (two thunks of
     several microseconds each), where the product is one small dot."""
-    if jax.default_backend() != "cpu":
+    if not backend.is_cpu():
         return jnp.mean(x, axis=-1, keepdims=True)
     n = x.shape[-1]
     return x @ jnp.full((n, 1), 1.0 / n, x.dtype)
@@ -149,3 +151,9 @@ class BroNet(eqx.Module):
         for block in self.blocks:
             x = block(x, compute_dtype)
         return x
+
+
+def macs(in_features: int, width: int, depth: int) -> int:
+    """Multiply-accumulates of one example through a `BroNet`: the stem and two dense layers per
+    residual block."""
+    return in_features * width + 2 * depth * width * width

@@ -6,7 +6,8 @@ them, the experiment types tyro parses, and how a run's end becomes the process 
 
 Exit codes: 0 done; 2 bad input (`ConfigError`: one line starting `error:`, before anything is
 compiled or written); 3 a non-finite loss or parameter; 130 / 143 stopped by SIGINT / SIGTERM
-after writing a checkpoint (`RunStopped` carries the code).
+after writing a checkpoint (`RunStopped` carries the code); 130 also for Ctrl-C before training
+starts or a second Ctrl-C, which stop at once without a checkpoint.
 """
 
 import dataclasses
@@ -18,6 +19,7 @@ from purejaxbrc.config import ConfigError, Experiment, TransferConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 
 
 class RunStopped(Exception):
@@ -39,6 +41,9 @@ def exit_on_error(fn):
     except RunStopped as e:
         print(str(e), file=sys.stderr)
         sys.exit(e.code)
+    except KeyboardInterrupt:  # before the loop took SIGINT over, or a second Ctrl-C in it
+        print("interrupted: stopped without writing a checkpoint", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def experiment_type(agent_config: type, name: str, doc: str, transfer: bool = False) -> type:

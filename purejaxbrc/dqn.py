@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxbrc import categorical, normalizer
+from purejaxbrc import bronet, categorical, normalizer
 from purejaxbrc.agent import AgentConfig, masked, polyak
 from purejaxbrc.bronet import BroNet, Dense
 from purejaxbrc.config import ConfigError, positive, require
@@ -203,6 +203,24 @@ class DQNAgent:
         return hp["gamma"]
 
     # -- learning ----------------------------------------------------------------------------
+    def update_flops(self, batch: int) -> float:
+        """FLOPs of the matmuls and convolutions of one `update` on `batch` transitions, from
+        the network shapes (2 per multiply-accumulate, a backward pass twice the forward): the
+        online and target networks on next_obs (forward), the online network on obs (forward and
+        backward)."""
+        c = self.config
+        macs, features = 0, math.prod(self.obs_shape)
+        if len(self.obs_shape) == 3:
+            h, w = self.obs_shape[:2]
+            channels = (self.obs_shape[-1],) + tuple(c.conv_channels)
+            for cin, cout in zip(channels[:-1], channels[1:]):
+                h, w = h - 2, w - 2
+                macs += h * w * 9 * cin * cout
+            features = h * w * channels[-1]
+        embed = c.embed_dim if (self.num_tasks > 1 if self.embedding is None else self.embedding) else 0
+        macs += bronet.macs(features + embed, c.critic_width, c.critic_depth) + c.critic_width * self.num_actions * c.num_atoms
+        return float(batch * 2 * macs * (1 + 1 + 3))
+
     def target_distribution(self, state: DQNState, batch, task_ids, reward, hp):
         """The projected double-Q target `[B, num_atoms]` (stop-gradient by construction)."""
         num_atoms, v_max = self.config.num_atoms, hp["v_max"]

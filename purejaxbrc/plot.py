@@ -1,4 +1,4 @@
-"""Learning curves and aggregate scores for run directories (written by purejaxbrc.runlog).
+"""Learning curves and aggregate scores for run directories (written by purejaxbrc.rundir).
 
     python -m purejaxbrc.plot RUN_DIR [RUN_DIR ...] [--out DIR] [--normalize {none,dmc,auto}]
 

@@ -16,8 +16,9 @@ over the devices.
 
 import dataclasses
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -112,10 +113,20 @@ class Compiling:
 
     def __init__(self, lowered: dict, batched_members: bool):
         self.seconds, self._t0, self._end = {}, time.perf_counter(), {}
-        self._pool = ThreadPoolExecutor(len(lowered), thread_name_prefix="compile")
-        self._futures = {name: self._pool.submit(self._compile, name, low, batched_members)
-                         for name, low in lowered.items()}
-        self._pool.shutdown(wait=False)
+        self._futures = {name: self._start(name, low, batched_members) for name, low in lowered.items()}
+
+    def _start(self, name, lowered, batched_members) -> Future:
+        """A daemon thread: a process that stops on bad input or Ctrl-C while XLA compiles
+        exits at once instead of waiting for the compile."""
+        future = Future()
+
+        def work():
+            try:
+                future.set_result(self._compile(name, lowered, batched_members))
+            except BaseException as e:  # handed to whoever waits for this piece
+                future.set_exception(e)
+        threading.Thread(target=work, name=f"compile {name}", daemon=True).start()
+        return future
 
     def _compile(self, name, lowered, batched_members):
         t = time.perf_counter()
@@ -152,9 +163,11 @@ class Program:
         # `(keys, hparams) -> state`: each process builds only its own members.
         self.init = jax.jit(self.over_members(lambda k, h: strong_types(trainer.init(k, h)), (MEMBERS, MEMBERS)))
         # `(state, it, learn_from) -> (state, metrics, finite flags)`, the state donated.
-        self.chunk = jax.jit(self.over_members(chunk, (MEMBERS, SHARED, SHARED)), donate_argnums=0)
+        self.chunk_fn = self.over_members(chunk, (MEMBERS, SHARED, SHARED))
+        self.chunk = jax.jit(self.chunk_fn, donate_argnums=0)
         # `(state, it) -> returns [members, T]` (reads the agent, eval key and hparams).
-        self.evaluate = jax.jit(self.over_members(trainer.evaluate, (MEMBERS, SHARED)))
+        self.evaluate_fn = self.over_members(trainer.evaluate, (MEMBERS, SHARED))
+        self.evaluate = jax.jit(self.evaluate_fn)
 
     def over_members(self, fn, in_specs):
         return distributed.over_members(fn, self.mesh, in_specs, self.local, self.batched)
@@ -178,10 +191,8 @@ class Program:
     def lower_evaluate(self, state):
         return self.evaluate.lower(state, jnp.int32(0))
 
-    def compile_chunk(self, state, it=0, learn_from=0):
-        """The chunk compiled ahead of time for `state`'s shapes (concrete or abstract); `it` and
-        `learn_from` are traced, so their values do not matter."""
-        del it, learn_from
+    def compile_chunk(self, state):
+        """The chunk compiled ahead of time for `state`'s shapes (concrete or abstract)."""
         return compile_lowered(self.lower_chunk(state), batched_members=self.batched and self.local > 1)
 
     def compile_evaluate(self, state):

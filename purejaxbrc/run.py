@@ -31,7 +31,7 @@ from tqdm import tqdm
 from purejaxbrc import distributed, program, rundir, sweep, tracking, transfer
 from purejaxbrc.checkpoint import Checkpoints, join, lower_fingerprints, split
 from purejaxbrc.cli import EXIT_NON_FINITE, RunStopped, exit_on_error
-from purejaxbrc.config import Experiment, TransferConfig
+from purejaxbrc.config import ConfigError, Experiment, TransferConfig
 from purejaxbrc.program import Built, Population
 
 
@@ -170,11 +170,6 @@ def run(built: Built, log=print):
     resumed = resumed_start(built, abstract, log) if config.resume else None
     source = None if config.resume else transfer.source_agent(built, abstract)
     read_s = time.perf_counter() - t0
-    info, resume_iteration = rundir.run_info(kind), resumed.iteration if resumed else None
-    # Trackers open before the run directory is written: one that cannot start leaves a fresh
-    # run's directory as it was.
-    tracker = tracking.open_trackers(config.track, config.run_dir, config_dict, info, population,
-                                     resume_iteration, primary, log)
     fingerprints = {f"fingerprint {k}": v for k, v in lower_fingerprints(abstract, config.buffer_checkpoint).items()}
     compiling = prog.start_compiling(abstract, with_init=not config.resume, more=fingerprints)
     init = None if config.resume else compiling.get("init")
@@ -185,6 +180,11 @@ def run(built: Built, log=print):
     compile_s = time.perf_counter() - t0
     ckpts = Checkpoints(config.run_dir, config.keep_checkpoints, sharding=prog.sharding,
                         fingerprinters={k.split()[-1]: compiling.get(k) for k in fingerprints})
+    info, resume_iteration = rundir.run_info(kind), start.iteration if config.resume else None
+    # The trackers open (process 0) before the run directory is first written: one that cannot
+    # start leaves a fresh run's directory as it was, and every process stops with it.
+    tracker = together(lambda: tracking.open_trackers(config.track, config.run_dir, config_dict, info, population,
+                                                      resume_iteration, primary, log))
     runlog = rundir.RunLog(config.run_dir, config_dict, env.task_names, population, extra=info,
                            resume_iteration=resume_iteration, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from
@@ -249,13 +249,25 @@ def _non_finite_message(what: str, it: int, last_saved, run_dir) -> str:
     return f"error: non-finite {what} at iteration {it}; stopped without saving this state; {kept} in {run_dir}"
 
 
+def together(fn):
+    """`fn()` on every process; when it raises ConfigError on any of them (a check that only
+    process 0 makes, say), every process raises one, so none waits on the others forever."""
+    try:
+        out, problem = fn(), None
+    except ConfigError as e:
+        out, problem = None, e
+    if distributed.any_process(problem is not None):
+        raise problem or ConfigError("another process of this run stopped on bad input (its error line says why)")
+    return out
+
+
 def main(kind: str, experiment: Experiment, transfer_config: TransferConfig | None = None, log=print):
     """What an experiment script does: join the other processes (if any), plan (every input
     checked; a transfer run against its source), build, train. Bad input: one line, exit code 2."""
     exit_on_error(lambda: distributed.initialize(experiment.run))
     plan = exit_on_error(lambda: program.plan(kind, experiment) if transfer_config is None
                          else transfer.plan(kind, experiment, transfer_config))
-    exit_on_error(lambda: tracking.check_installed(plan.experiment.run.track))
+    exit_on_error(lambda: together(lambda: tracking.check_installed(plan.experiment.run.track)))
     exit_on_error(lambda: rundir.check_same_config(plan.config))
     exit_on_error(lambda: rundir.check_run_dir(plan.experiment.run.run_dir, plan.config,
                                                resume=plan.experiment.run.resume))

@@ -261,11 +261,11 @@ class RunLog:
         if not write:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_json(self.dir / "config.json", config_dict)
+        write_json(self.dir / "config.json", config_dict)
         if resume_iteration is not None:
             self._resume(resume_iteration, extra)
         elif extra:
-            _write_json(self.dir / "run_info.json", extra)
+            write_json(self.dir / "run_info.json", extra)
 
     def _member_key(self, m: int):
         return self.seeds[m], self.variant_of[m]
@@ -289,7 +289,7 @@ class RunLog:
         info_path = self.dir / "run_info.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         info.setdefault("resumed", []).append(dict(extra or {}, iteration=iteration))
-        _write_json(info_path, info)
+        write_json(info_path, info)
 
     def log_eval(self, iteration: int, env_steps: int, returns, wall_s: float, train_metrics=None):
         """`returns` [members, tasks]; appends one JSON line per (member, task), carrying the
@@ -330,11 +330,12 @@ class RunLog:
             variants=variants, wall_s=round(wall_s, 3), compile_s=round(compile_s, 3),
         )
         if self.write:
-            _write_json(self.dir / "summary.json", summary)
+            write_json(self.dir / "summary.json", summary)
         return summary
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
+    """`obj` as indented JSON, written whole (write, fsync, rename)."""
     _write_text(path, json.dumps(obj, indent=2) + "\n")
 
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxbrc import categorical, normalizer
+from purejaxbrc import bronet, categorical, normalizer
 from purejaxbrc.actor import TanhGaussianActor
 from purejaxbrc.agent import AgentConfig, masked, polyak
 from purejaxbrc.config import positive, require
@@ -119,6 +119,20 @@ class SACAgent:
         return hp["gamma"]
 
     # -- learning ----------------------------------------------------------------------------
+    def update_flops(self, batch: int) -> float:
+        """FLOPs of the matmuls of one `update` on `batch` transitions, from the network shapes
+        (2 per multiply-accumulate; a backward pass through weights and activations costs twice
+        the forward, one through the activations alone as much): the target (actor and target
+        critics on next_obs), the critic loss (forward and backward), the actor loss (actor
+        forward and backward, the online critics forward and backward through activations)."""
+        c = self.config
+        embed = c.embed_dim if (self.num_tasks > 1 if self.embedding is None else self.embedding) else 0
+        critic = self.num_critics * (bronet.macs(self.obs_size + self.action_size + embed, c.critic_width, c.critic_depth)
+                                     + c.critic_width * c.num_atoms)
+        actor = bronet.macs(self.obs_size + embed, c.actor_width, c.actor_depth) + c.actor_width * 2 * self.action_size
+        target, critic_loss, actor_loss = 2 * (actor + critic), 6 * critic, 6 * actor + 4 * critic
+        return float(batch * (target + critic_loss + actor_loss))
+
     def _mean_probs(self, critic, obs, action, task_ids):
         logits = critic(obs, action, task_ids, self.compute_dtype)  # [C, B, N]
         return jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import jax
 
 from purejaxbrc.config import ConfigError
-from purejaxbrc.rundir import read_rows
+from purejaxbrc.rundir import read_rows, write_json
 
 # wandb and tensorboard are optional extras (`pip install -e ".[wandb]"`): each is imported where
 # its tracker starts, and `check_installed` says which extra is missing before anything compiles.
@@ -85,7 +85,7 @@ class Member(NamedTuple):
 
 
 def members_of(population) -> list[Member]:
-    """One Member per population member (purejaxbrc.run.Population), in member order."""
+    """One Member per population member (purejaxbrc.program.Population), in member order."""
     many = len(population.variants) > 1
     return [Member(m, s, v, dict(population.variants[v]), (f"v{v}-" if many else "") + f"seed{s}")
             for m, (s, v) in enumerate(zip(population.seeds, population.variant_of))]
@@ -116,12 +116,6 @@ def _by_iteration(rows) -> list[list[dict]]:
     for row in rows:
         groups.setdefault(row["iteration"], []).append(row)
     return [groups[it] for it in sorted(groups)]
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)  # atomic: a killed run leaves the old state or the new one
 
 
 class Context(NamedTuple):
@@ -242,10 +236,12 @@ BACKENDS = {"wandb": WandB, "tensorboard": TensorBoard}
 class Trackers:
     """The run's trackers; `log_eval(rows)` takes the rows one evaluation added to metrics.jsonl."""
 
-    def __init__(self, backends=(), members=(), path: Path | None = None):
+    def __init__(self, backends=(), members=(), path: Path | None = None, kept: dict | None = None):
+        """`kept`: tracking.json's entries of trackers this session does not use (kept as they
+        are, so a later session that uses them again continues their runs)."""
         self.backends, self.path = list(backends), path
         self.index = {(m.seed, m.variant): m.index for m in members}
-        self.state = {b.name: dict(b.state, logged_through=-1) for b in self.backends}
+        self.state = {**(kept or {}), **{b.name: dict(b.state, logged_through=-1) for b in self.backends}}
         self.held = {b.name: -1 for b in self.backends}  # iterations up to this one each holds
 
     def send(self, backend, rows) -> None:
@@ -253,7 +249,7 @@ class Trackers:
         by_member = member_scalars(rows)
         backend.log([by_member[k] for k in sorted(by_member, key=self.index.__getitem__)])
         self.state[backend.name]["logged_through"] = rows[0]["iteration"]
-        _write_json(self.path, self.state)
+        write_json(self.path, self.state)
 
     def log_eval(self, rows) -> None:
         for b in self.backends:
@@ -300,7 +296,7 @@ def open_trackers(names, run_dir, config: dict, run_info: dict, population,
             raise ConfigError(f"--track {name}: could not start ({type(e).__name__}: {e})".replace("\n", " "))
         raise
     run_dir.mkdir(parents=True, exist_ok=True)
-    trackers = Trackers(backends, members, path)
+    trackers = Trackers(backends, members, path, kept={k: v for k, v in state.items() if k not in names})
     if resumed:
         past = _by_iteration([r for r in read_rows(run_dir / "metrics.jsonl") if r["iteration"] <= resume_iteration])
         for b in backends:
@@ -311,5 +307,5 @@ def open_trackers(names, run_dir, config: dict, run_info: dict, population,
             # TensorBoard purged what it held after the checkpoint; W&B keeps it.
             trackers.held[b.name] = resume_iteration if b.purges else max(held, resume_iteration)
             trackers.state[b.name]["logged_through"] = trackers.held[b.name]
-    _write_json(path, trackers.state)
+    write_json(path, trackers.state)
     return trackers

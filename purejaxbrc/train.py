@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxbrc import buffer, normalizer
+from purejaxbrc import backend, buffer, normalizer
 from purejaxbrc.agent import Agent
 from purejaxbrc.buffer import Transition
 from purejaxbrc.config import RunConfig
@@ -60,7 +60,7 @@ def _flat(x):
 def update_loop_may_skip() -> bool:
     """Whether the per-iteration update is a loop of 0 or `utd` trips (CPU) rather than a
     `lax.cond` around `utd` trips (elsewhere); both give the same numbers."""
-    return jax.default_backend() == "cpu"
+    return backend.is_cpu()
 
 
 def make_train(config: RunConfig, env, eval_env, agent: Agent) -> Trainer:

@@ -125,6 +125,9 @@ def source_agent(built: program.Built, abstract):
               f"of {t.source} (iteration {t.source_step})", file=sys.stderr)
     source = jax.tree.map(lambda x: x[np.arange(pop.size) % members], source)
     mapped = jax.eval_shape(_mapping(built), abstract, source)
+    if jax.tree.structure(mapped.agent) != jax.tree.structure(abstract.agent):
+        raise ConfigError(f"checkpoint {t.source_step} of {t.source}: the {built.plan.kind.name} kind maps it onto "
+                          f"an agent of another structure than this run's")
     for (path, new), old in zip(jax.tree_util.tree_flatten_with_path(mapped.agent)[0], jax.tree.leaves(abstract.agent)):
         if (new.shape, new.dtype) != (old.shape, old.dtype):
             raise ConfigError(f"checkpoint {t.source_step} of {t.source}: {jax.tree_util.keystr(path)} is "

@@ -256,7 +256,7 @@ def test_population_equals_separate_runs():
     def run_chunks(num_seeds, seed):
         program = Program(trainer, make_population(dataclasses.replace(exp.run, num_seeds=num_seeds, seed=seed)))
         state = program.fresh_state()
-        chunk = program.compile_chunk(state, 0, 20)
+        chunk = program.compile_chunk(state)
         for it in range(0, 40, 10):  # two warm-up chunks, two learning chunks
             state, metrics, _ = chunk(state, jnp.int32(it), jnp.int32(20))
         return state, metrics

@@ -86,7 +86,7 @@ def test_the_layers_are_those_the_readme_draws():
     layers; the program layer never reaches the harness."""
     _, edges = graph()
     layers = [
-        {"purejaxbrc.config", "purejaxbrc.agent", "purejaxbrc.sac", "purejaxbrc.dqn", "purejaxbrc.train",
+        {"purejaxbrc.backend", "purejaxbrc.config", "purejaxbrc.agent", "purejaxbrc.sac", "purejaxbrc.dqn", "purejaxbrc.train",
          "purejaxbrc.buffer", "purejaxbrc.normalizer", "purejaxbrc.categorical", "purejaxbrc.bronet",
          "purejaxbrc.critic", "purejaxbrc.actor", "purejaxbrc.embedding", "purejaxbrc.padding",
          "purejaxbrc.envs", "purejaxbrc.envs.base", "purejaxbrc.envs.mjx", "purejaxbrc.envs.gymnax",

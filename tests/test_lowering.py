@@ -41,3 +41,18 @@ def test_a_call_the_platform_lacks_is_named():
     assert any(m.startswith("f on cuda: lapack_") for m in missing)
     assert any(m.startswith("f on tpu: cusolver_") for m in missing)
     assert not any(m.startswith("f on cuda: cusolver_") for m in missing)
+
+
+def test_a_program_exported_for_another_platform_is_traced_for_it():
+    """Choices made while tracing follow the export's platform: the CPU-only matmul gradient
+    (an explicitly transposed input behind an optimization barrier) is in the CPU program only."""
+    from purejaxbrc import backend
+    from purejaxbrc.bronet import BroNet
+    net, x = BroNet(jax.random.PRNGKey(0), 4, 8, 1), jnp.ones((3, 4))
+    loss = jax.grad(lambda n: jnp.sum(n(x)))
+
+    def module(platform):
+        with backend.tracing_for(platform):
+            return jax.export.export(jax.jit(lambda n: loss(n)), platforms=(platform,))(net).mlir_module()
+    assert "optimization_barrier" in module("cpu")
+    assert "optimization_barrier" not in module("cuda") and "optimization_barrier" not in module("tpu")

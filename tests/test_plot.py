@@ -112,7 +112,7 @@ RETURNS = {"CartpoleBalance": [[100.0, 200.0, 300.0], [300.0, 400.0, 500.0]],
 
 
 def write_run(run_dir: Path, returns=RETURNS, seeds=(0, 1)) -> Path:
-    """A run dir as purejaxbrc.runlog writes it: one line per (evaluation, seed, task)."""
+    """A run dir as purejaxbrc.rundir writes it: one line per (evaluation, seed, task)."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"tasks": ",".join(returns)}))
     n_evals = len(next(iter(returns.values()))[0])

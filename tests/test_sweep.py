@@ -120,7 +120,7 @@ def test_host_free_train_over_a_sharded_population():
     assert returns.shape == (4, 2, 1)  # members x evaluations x tasks
 
     host = program.fresh_state()
-    chunk = program.compile_chunk(host, 0, exp.run.warmup_iterations)
+    chunk = program.compile_chunk(host)
     evaluate = program.compile_evaluate(host)
     for it in range(0, 40, 10):
         host, _, _ = chunk(host, jax.numpy.int32(it), jax.numpy.int32(exp.run.warmup_iterations))

@@ -39,7 +39,7 @@ def program(trainer, num_seeds=1, seed=0):
 def run_chunks(program, state=None):
     """Two warm-up chunks, two learning chunks: `(state, metrics)` with a leading member axis."""
     state = program.fresh_state() if state is None else state
-    chunk = program.compile_chunk(state, 0, 20)
+    chunk = program.compile_chunk(state)
     for it in range(0, 40, 10):
         state, metrics, _ = chunk(state, jnp.int32(it), jnp.int32(20))
     return state, metrics
@@ -71,7 +71,7 @@ def learning_inside_a_chunk(monkeypatch, may_skip: bool):
     agent.update = marked
     one = program(make_train(exp.run, env, eval_env, agent), seed=1)
     state = one.fresh_state()
-    chunk = one.compile_chunk(state, 0, 20)
+    chunk = one.compile_chunk(state)
     for it in (0, 10):
         state, metrics, _ = chunk(state, jnp.int32(it), jnp.int32(20))
         assert int(metrics["gradient_steps"][0]) == 0 and float(metrics["q_mean"][0]) == 0.0

@@ -79,7 +79,7 @@ def test_embedding_mode_trains_only_the_new_rows(pretrained):
     _, prog, state, source = start(
         pretrained, "--tasks", "Acrobot-v1,MountainCar-v0", "--mode", "embedding", "--warmup-iterations", "10")
     first = jax.device_get(state)  # the chunk donates (deletes) its input
-    chunk = prog.compile_chunk(state, 0, 10)
+    chunk = prog.compile_chunk(state)
     for it in range(0, 40, 10):  # one warm-up chunk, three learning chunks: 60 gradient steps
         state, metrics, _ = chunk(state, jnp.int32(it), jnp.int32(10))
     assert float(np.asarray(metrics["critic_loss"]).min()) > 0
