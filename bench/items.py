@@ -175,7 +175,7 @@ def script(tiny: bool, report: Report):
         seconds = round(time.perf_counter() - t0, 2)
         if line.startswith("built "):
             report(built_at_s=seconds, **_floats(r"in ([\d.]+)s", line, "build_s"))
-        elif line.startswith("compiled in"):
+        elif line.startswith("traced in"):
             report(compiled_at_s=seconds, startup=line.strip(), **_startup(line))
         elif line.startswith("iter ") and first_eval_s is None:
             first_eval_s = seconds
@@ -195,9 +195,10 @@ def _floats(pattern: str, line: str, name: str) -> dict:
 
 
 def _startup(line: str) -> dict:
-    """The run loop's start-up line: `compiled in W s (chunk C s, evaluate E s, init I s; at
-    once), initial state built in S s: ...`."""
-    out = _floats(r"compiled in ([\d.]+)s", line, "compile_wall_s")
+    """The run loop's start-up line: `traced in T s, compiled in W s (chunk C s, evaluate E s,
+    init I s, ...; at once), initial state built in S s: ...`."""
+    out = _floats(r"traced in ([\d.]+)s", line, "traced_s")
+    out.update(_floats(r"compiled in ([\d.]+)s", line, "compile_wall_s"))
     for name in ("chunk", "evaluate", "init"):
         out.update(_floats(rf"\b{name} ([\d.]+)s", line, f"compile_{name}_s"))
     out.update(_floats(r"(?:initial state built|restored) in ([\d.]+)s", line, "initial_state_s"))

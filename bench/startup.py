@@ -71,9 +71,10 @@ def one(repo: Path, tasks: str) -> dict:
     for at, line in lines:
         if line.startswith("built "):
             record.update(built_at_s=at, build_s=float(re.search(r"in ([\d.]+)s", line).group(1)))
-        elif line.startswith("compiled in"):
+        elif line.startswith("traced in"):
             record.update(compiled_at_s=at, **{f"compile_{k}_s": float(v) for k, v in
                                                re.findall(r"\b(chunk|evaluate|init) ([\d.]+)s", line)})
+            record["traced_s"] = float(re.search(r"traced in ([\d.]+)s", line).group(1))
             wall = re.search(r"compiled in ([\d.]+)s", line)
             state = re.search(r"initial state built in ([\d.]+)s", line)
             record.update(compile_wall_s=float(wall.group(1)), **({"initial_state_s": float(state.group(1))} if state else {}))

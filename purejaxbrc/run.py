@@ -170,8 +170,10 @@ def run(built: Built, log=print):
     resumed = resumed_start(built, abstract, log) if config.resume else None
     source = None if config.resume else transfer.source_agent(built, abstract)
     read_s = time.perf_counter() - t0
+    t_trace = time.perf_counter()
     fingerprints = {f"fingerprint {k}": v for k, v in lower_fingerprints(abstract, config.buffer_checkpoint).items()}
     compiling = prog.start_compiling(abstract, with_init=not config.resume, more=fingerprints)
+    traced_s = time.perf_counter() - t_trace  # the programs traced (Python); XLA compiles them now
     init = None if config.resume else compiling.get("init")
     t_state = time.perf_counter()
     start = resumed or fresh_start(built, init, source)
@@ -189,7 +191,7 @@ def run(built: Built, log=print):
                            resume_iteration=resume_iteration, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from
     pieces = ", ".join(f"{name} {s:.1f}s" for name, s in compiling.seconds.items())
-    log(f"compiled in {compiling.wall_s():.1f}s ({pieces}; at once), "
+    log(f"traced in {traced_s:.1f}s, compiled in {compiling.wall_s():.1f}s ({pieces}; at once), "
         f"{'restored' if config.resume else 'initial state built'} in {state_s:.1f}s: "
         f"{env.num_tasks} tasks x {population.size} members "
         f"({config.num_seeds} seeds x {len(population.variants)} variants) on {prog.mesh.size} devices, "

@@ -34,6 +34,21 @@ def test_batched_physics_equals_each_tasks_own_step(taskset):
             np.testing.assert_allclose(step.next_obs[i, :, : own.obs.shape[-1]], own.obs, rtol=1e-5, atol=1e-6)
 
 
+def test_a_groups_reset_equals_each_tasks_own_reset(taskset):
+    """One batched mjx.forward for a physics group, each task's own reset code around it:
+    every field of every task's initial states is bit for bit what the task's own reset gives
+    (Balance starts upright, Swingup hanging: the group's tasks differ in their randomness)."""
+    from purejaxbrc.envs.base import task_keys
+    keys = task_keys(jax.random.PRNGKey(5), taskset.task_names, (3, 2))
+    for g in taskset.groups:
+        group = jax.jit(lambda k, g=g: taskset._reset_group(g, k))(keys[jnp.array(g)])
+        for k, i in enumerate(g):
+            own = jax.jit(jax.vmap(taskset.envs[i].reset))(keys[i].reshape(-1, 2))
+            for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(own)[0], jax.tree.leaves(group)):
+                np.testing.assert_array_equal(np.asarray(y)[k].reshape(np.shape(x)), x,
+                                              err_msg=f"{taskset.task_names[i]}{jax.tree_util.keystr(path)}")
+
+
 def test_time_limit_truncates_and_auto_reset_keeps_final_observation(taskset):
     state, obs = jax.jit(taskset.reset)(jax.random.PRNGKey(4))
     step_fn = jax.jit(taskset.step)
