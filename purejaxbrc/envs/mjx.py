@@ -100,28 +100,38 @@ def _same_physics(a, b) -> bool:
 
 
 @contextlib.contextmanager
-def _precomputed_physics(data_next):
-    """While tracing `env.step`, make its one `mjx_env.step` call return `data_next`.
+def _replaced(module, name: str, fn, per: str):
+    """While tracing, `module.name` calls `fn` instead; the code traced must call it once.
 
-    Every control-suite task's `step` is `physics -> reward -> observation`; substituting the
-    physics lets a group of tasks share one batched physics call and still run each task's
-    own reward code, without copying that code here.
+    Every control-suite task's `step` is `physics -> reward -> observation` and its `reset`
+    `make data -> mjx.forward -> observation`: substituting the physics lets a group of tasks
+    share one batched physics call and still run each task's own code, without copying it here.
     """
-    from mujoco_playground._src import mjx_env
-    calls = []
+    original, calls = getattr(module, name), []
 
-    def substitute(model, data, action, n_substeps=1):
-        calls.append(n_substeps)
-        return data_next
-
-    original = mjx_env.step
-    mjx_env.step = substitute
+    def replacement(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
+    setattr(module, name, replacement)
     try:
         yield
     finally:
-        mjx_env.step = original
+        setattr(module, name, original)
     if len(calls) != 1:
-        raise RuntimeError(f"expected one physics call per env.step, saw {len(calls)}")
+        raise RuntimeError(f"expected one {module.__name__}.{name} call per {per}, saw {len(calls)}")
+
+
+def _precomputed_physics(data_next):
+    """While tracing `env.step`, make its one `mjx_env.step` call return `data_next`."""
+    from mujoco_playground._src import mjx_env
+    return _replaced(mjx_env, "step", lambda *args, **kwargs: data_next, "env.step")
+
+
+def _forward_replaced(fn):
+    """While tracing a control-suite `reset`, make its one `mjx.forward` call (on the data it
+    has just made) call `fn(model, data)` instead."""
+    from mujoco import mjx
+    return _replaced(mjx, "forward", fn, "env.reset")
 
 
 class _Forward(Exception):
@@ -135,25 +145,6 @@ class _Forward(Exception):
 def _forward(model, data):
     from mujoco import mjx  # imported where used, as Playground (which imports it) is
     return mjx.forward(model, data)
-
-
-@contextlib.contextmanager
-def _forward_replaced(fn):
-    """While tracing a control-suite `reset`, make `mjx.forward` (which it calls once, on the
-    data it has just made) call `fn(model, data)` instead."""
-    from mujoco import mjx
-    original, calls = mjx.forward, []
-
-    def replacement(model, data):
-        calls.append(1)
-        return fn(model, data)
-    mjx.forward = replacement
-    try:
-        yield
-    finally:
-        mjx.forward = original
-    if len(calls) != 1:
-        raise RuntimeError(f"expected one mjx.forward call per env.reset, saw {len(calls)}")
 
 
 def _data_before_forward(env, key):
