@@ -176,7 +176,7 @@ def script(tiny: bool, report: Report):
         if line.startswith("built "):
             report(built_at_s=seconds, **_floats(r"in ([\d.]+)s", line, "build_s"))
         elif line.startswith("traced in"):
-            report(compiled_at_s=seconds, startup=line.strip(), **_startup(line))
+            report(compiled_at_s=seconds, startup=line.strip(), **startup_figures(line))
         elif line.startswith("iter ") and first_eval_s is None:
             first_eval_s = seconds
             report(first_eval_at_s=seconds)
@@ -194,9 +194,9 @@ def _floats(pattern: str, line: str, name: str) -> dict:
     return {name: float(m.group(1))} if m else {}
 
 
-def _startup(line: str) -> dict:
-    """The run loop's start-up line: `traced in T s, compiled in W s (chunk C s, evaluate E s,
-    init I s, ...; at once), initial state built in S s: ...`."""
+def startup_figures(line: str) -> dict:
+    """The run loop's start-up line: `traced in T s, compiled in W s (init I s, chunk C s,
+    evaluate E s, ...; K at a time), initial state built in S s: ...`."""
     out = _floats(r"traced in ([\d.]+)s", line, "traced_s")
     out.update(_floats(r"compiled in ([\d.]+)s", line, "compile_wall_s"))
     for name in ("chunk", "evaluate", "init"):

@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 import tyro
 
+from bench.items import startup_figures
 from purejaxbrc.cli import exit_on_error
 from purejaxbrc.config import ConfigError
 
@@ -72,12 +73,7 @@ def one(repo: Path, tasks: str) -> dict:
         if line.startswith("built "):
             record.update(built_at_s=at, build_s=float(re.search(r"in ([\d.]+)s", line).group(1)))
         elif line.startswith("traced in"):
-            record.update(compiled_at_s=at, **{f"compile_{k}_s": float(v) for k, v in
-                                               re.findall(r"\b(chunk|evaluate|init) ([\d.]+)s", line)})
-            record["traced_s"] = float(re.search(r"traced in ([\d.]+)s", line).group(1))
-            wall = re.search(r"compiled in ([\d.]+)s", line)
-            state = re.search(r"initial state built in ([\d.]+)s", line)
-            record.update(compile_wall_s=float(wall.group(1)), **({"initial_state_s": float(state.group(1))} if state else {}))
+            record.update(compiled_at_s=at, **startup_figures(line))
         elif line.startswith("iter ") and "first_eval_at_s" not in record:
             record["first_eval_at_s"] = at
     return record

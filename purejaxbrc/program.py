@@ -14,8 +14,10 @@ devices of all processes (purejaxbrc.distributed), with the state's leading memb
 over the devices.
 """
 
+import contextlib
 import dataclasses
 import os
+import queue
 import threading
 import time
 from concurrent.futures import Future
@@ -25,6 +27,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg  # noqa: F401  (loads the OpenBLAS that one_blas_thread limits)
+import threadpoolctl
 
 from purejaxbrc import distributed, kinds, rundir, sweep
 from purejaxbrc.agent import Agent
@@ -106,34 +110,52 @@ def finite_flags(agent_state):
     return {name: finite(getattr(agent_state, name)) for name in fields}
 
 
+@contextlib.contextmanager
+def one_blas_thread():
+    """LAPACK on one thread (scipy's OpenBLAS, which jaxlib calls on the CPU) for what runs
+    inside, to its end: the networks' orthogonal init (a QR per kernel) then gives the same
+    numbers on any number of cores, and does not slow down many times over while compiles run:
+    OpenBLAS's threads wait for cores that others hold (a 4096 x 4096 QR on 2 cores: 2.4 s
+    alone, up to 84 s beside a busy process, 4.4 s on one thread either way)."""
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        yield
+
+
+def compile_workers() -> int:
+    """Pieces XLA compiles at once: one per core, up to four (a compile is mostly one thread)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class Compiling:
-    """A program's pieces compiling on parallel threads (`Program.start_compiling`). `get(name)`
-    waits for that piece alone: the run loop builds the initial state as soon as `init` is
-    compiled, while the rest compiles. `seconds`: each piece's own compile time."""
+    """XLA compiling a program's pieces on background threads, `workers` at a time, in the order
+    they are `add`ed: the caller traces the next piece (Python, which holds the GIL) while the
+    ones before it compile (XLA releases it). `get(name)` waits for that piece alone; `seconds`:
+    each piece's own compile time. The threads are daemons: Ctrl-C or bad input exits at once,
+    not after a compile."""
 
-    def __init__(self, lowered: dict, batched_members: bool):
-        self.seconds, self._t0, self._end = {}, time.perf_counter(), {}
-        self._futures = {name: self._start(name, low, batched_members) for name, low in lowered.items()}
+    def __init__(self, batched_members: bool, workers: int | None = None):
+        self.workers, self.seconds, self._end = workers or compile_workers(), {}, {}
+        self._batched, self._t0, self._futures = batched_members, time.perf_counter(), {}
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(self.workers):
+            threading.Thread(target=self._work, name=f"compile {i}", daemon=True).start()
 
-    def _start(self, name, lowered, batched_members) -> Future:
-        """A daemon thread: a process that stops on bad input or Ctrl-C while XLA compiles
-        exits at once instead of waiting for the compile."""
-        future = Future()
+    def add(self, name: str, lowered) -> None:
+        self._futures[name] = Future()
+        self._queue.put((name, lowered))
 
-        def work():
+    def _work(self):
+        while True:
+            name, lowered = self._queue.get()
+            t = time.perf_counter()
             try:
-                future.set_result(self._compile(name, lowered, batched_members))
+                out = compile_lowered(lowered, self._batched) if name == "chunk" else lowered.compile()
             except BaseException as e:  # handed to whoever waits for this piece
-                future.set_exception(e)
-        threading.Thread(target=work, name=f"compile {name}", daemon=True).start()
-        return future
-
-    def _compile(self, name, lowered, batched_members):
-        t = time.perf_counter()
-        out = compile_lowered(lowered, batched_members) if name == "chunk" else lowered.compile()
-        self._end[name] = time.perf_counter()
-        self.seconds[name] = self._end[name] - t
-        return out
+                self._futures[name].set_exception(e)
+                continue
+            self._end[name] = time.perf_counter()
+            self.seconds[name] = self._end[name] - t
+            self._futures[name].set_result(out)
 
     def get(self, name: str):
         """The compiled piece `name`, once it is (waits for it alone)."""
@@ -183,7 +205,8 @@ class Program:
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding), shapes)
 
     def fresh_state(self):
-        return self.init(*self.inputs())
+        with one_blas_thread():
+            return jax.block_until_ready(self.init(*self.inputs()))
 
     def lower_chunk(self, state):
         return self.chunk.lower(state, jnp.int32(0), jnp.int32(0))
@@ -198,14 +221,9 @@ class Program:
     def compile_evaluate(self, state):
         return self.lower_evaluate(state).compile()
 
-    def start_compiling(self, state, with_init: bool = True, more: dict | None = None) -> Compiling:
-        """`init` (with `with_init`), `chunk`, `evaluate` and `more` (`{name: lowered}`) for
-        `state`'s shapes, compiling at once: each is traced here in turn (tracing is Python,
-        which holds the GIL), then XLA compiles them on parallel threads (it releases the GIL)."""
-        lowered = {"chunk": self.lower_chunk(state), "evaluate": self.lower_evaluate(state)}
-        if with_init:
-            lowered["init"] = self.init.lower(*self.inputs())
-        return Compiling({**lowered, **(more or {})}, batched_members=self.batched and self.local > 1)
+    def start_compiling(self, workers: int | None = None) -> Compiling:
+        """An empty `Compiling` for this program's pieces (`add` them as they are lowered)."""
+        return Compiling(self.batched and self.local > 1, workers)
 
     def compile_train(self):
         """The host-free whole run over all members: `(keys, hparams) -> (state, returns [members, evals, T])`."""

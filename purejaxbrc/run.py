@@ -65,8 +65,9 @@ class Start(NamedTuple):
 def fresh_start(built: Built, init, source) -> Start:
     """A new run: the fresh state (`init`: the compiled init), or a transfer run's pretrained
     networks (`source`: purejaxbrc.transfer.source_agent) mapped onto it."""
-    state = transfer.initial_state(built, init(*built.program.inputs()), source)
-    return Start(jax.block_until_ready(state), 0, built.plan.experiment.run.warmup_iterations, 0.0, 0.0)
+    with program.one_blas_thread():
+        state = jax.block_until_ready(transfer.initial_state(built, init(*built.program.inputs()), source))
+    return Start(state, 0, built.plan.experiment.run.warmup_iterations, 0.0, 0.0)
 
 
 def resumed_start(built: Built, abstract, log) -> Start:
@@ -163,21 +164,27 @@ def run(built: Built, log=print):
     primary = distributed.is_primary()
     log = log if primary else (lambda msg: None)
 
-    # Compile ahead of time (compile time is reported apart from run time), the three programs at
-    # once. Whatever may fail on bad input (a checkpoint, a transfer's source) is read first; a
-    # fresh run builds its initial state (the reset pools) as soon as `init` is compiled.
+    # Compile ahead of time (compile time is reported apart from run time). Whatever may fail on
+    # bad input (a checkpoint, a transfer's source) is read first. Each piece starts compiling
+    # in the background as soon as it is traced, while the next is traced; a fresh run builds its
+    # initial state (the reset pools, the networks' init) once `init` is compiled.
     t0 = time.perf_counter()
     resumed = resumed_start(built, abstract, log) if config.resume else None
     source = None if config.resume else transfer.source_agent(built, abstract)
     read_s = time.perf_counter() - t0
+    compiling = prog.start_compiling()
     t_trace = time.perf_counter()
+    if not config.resume:
+        compiling.add("init", prog.init.lower(*prog.inputs()))
+    compiling.add("chunk", prog.lower_chunk(abstract))
+    compiling.add("evaluate", prog.lower_evaluate(abstract))
     fingerprints = {f"fingerprint {k}": v for k, v in lower_fingerprints(abstract, config.buffer_checkpoint).items()}
-    compiling = prog.start_compiling(abstract, with_init=not config.resume, more=fingerprints)
-    traced_s = time.perf_counter() - t_trace  # the programs traced (Python); XLA compiles them now
-    init = None if config.resume else compiling.get("init")
+    for name, lowered in fingerprints.items():
+        compiling.add(name, lowered)
+    traced_s = time.perf_counter() - t_trace
     t_state = time.perf_counter()
-    start = resumed or fresh_start(built, init, source)
-    state_s = read_s + time.perf_counter() - t_state
+    start = resumed or fresh_start(built, compiling.get("init"), source)
+    state_s = read_s if config.resume else time.perf_counter() - t_state
     chunk, evaluate = compiling.get("chunk"), compiling.get("evaluate")
     compile_s = time.perf_counter() - t0
     ckpts = Checkpoints(config.run_dir, config.keep_checkpoints, sharding=prog.sharding,
@@ -191,8 +198,8 @@ def run(built: Built, log=print):
                            resume_iteration=resume_iteration, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from
     pieces = ", ".join(f"{name} {s:.1f}s" for name, s in compiling.seconds.items())
-    log(f"traced in {traced_s:.1f}s, compiled in {compiling.wall_s():.1f}s ({pieces}; at once), "
-        f"{'restored' if config.resume else 'initial state built'} in {state_s:.1f}s: "
+    log(f"traced in {traced_s:.1f}s, compiled in {compiling.wall_s():.1f}s ({pieces}; {compiling.workers} at "
+        f"a time), {'restored' if config.resume else 'initial state built'} in {state_s:.1f}s: "
         f"{env.num_tasks} tasks x {population.size} members "
         f"({config.num_seeds} seeds x {len(population.variants)} variants) on {prog.mesh.size} devices, "
         f"chunk {config.chunk} iterations")
