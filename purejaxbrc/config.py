@@ -147,6 +147,10 @@ class TransferConfig:
     mode: Literal["finetune", "embedding", "scratch"] = "finetune"
     new_rows: Literal["mean", "fresh"] = "mean"
     """How a new task's embedding row starts: the mean of the pretrained rows, or fresh."""
+    temperature: Literal["reset", "carry"] = "reset"
+    """SAC's temperature in finetune and embedding runs: restart at --init-alpha as a fresh run
+    does (reset), or keep the pretrained one (carry; --init-alpha must then be the pretrained
+    run's). DQN has none."""
     # Read from the pretrained run when this run starts, and kept in config.json:
     source_tasks: tyro.conf.Suppress[tuple[str, ...]] = ()
     source_step: tyro.conf.Suppress[int] = -1

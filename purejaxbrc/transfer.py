@@ -5,12 +5,17 @@ A transfer run is an ordinary run of the pretrained run's kind planned with a `T
 embedding, the padded observation and action sizes, every width). Its tasks may be new ones,
 pretraining ones, or both. Modes:
 
-- `finetune`: actor, critic, target critic and temperature start from the checkpoint; every
-  parameter trains; optimiser states start fresh.
+- `finetune`: actor, critic and target critic start from the checkpoint; every parameter
+  trains; optimiser states start fresh.
 - `embedding`: the same start, but the critic's trunk and heads (and the target critic's) stay
   frozen bit for bit: only the new tasks' embedding rows train, besides the actor and the
   temperature (SAC). A pretraining task's row stays as it was learnt.
 - `scratch`: the same program and budget from a fresh initialisation: the baseline.
+
+SAC's temperature restarts at `--init-alpha` (`--temperature reset`, the default) or is carried
+over (`carry`). A pretrained temperature has annealed to the pretraining tasks' entropy target
+(alpha about 0.002 after 30k iterations on two control tasks): kept, it leaves a new task's
+policy almost without exploration (README, "Study").
 
 Embedding rows: a pretraining task keeps its learnt row; a new task's row starts as the mean of
 the pretrained rows (`--new-rows mean`, the default: a direction inside the span the trunk was
@@ -78,18 +83,17 @@ def plan(kind: str, experiment: Experiment, transfer: TransferConfig) -> program
         if field.name not in experiment.agent.SWEEPABLE and mine != theirs:
             raise ConfigError(f"{flag(field.name)} {mine} differs from the pretrained model's {theirs}: a "
                               f"transferred model keeps its architecture")
-    if t.mode != "scratch":
-        # The pretrained critic's logits are on its own support and discount, and its
-        # temperature is carried over: these values cannot differ or be swept.
+    carried = p.kind.carried_values(t)
+    if t.mode != "scratch":  # what the transferred agent starts from cannot differ or be swept
         swept = {k for v in p.variants for k in v}
-        for field in ("v_max", "gamma", "init_alpha"):
+        for field, what in carried.items():
             if field in swept:
                 raise ConfigError(f"--sweep {field}: a {t.mode} transfer starts from the pretrained "
-                                  f"model's {field}; sweep it with --mode scratch only")
-            if getattr(experiment.agent, field, None) != getattr(theirs_config, field, None):
+                                  f"model's {what}; sweep it with --mode scratch only")
+            if getattr(experiment.agent, field) != getattr(theirs_config, field):
                 raise ConfigError(f"{flag(field)} {getattr(experiment.agent, field)} differs from the pretrained "
                                   f"model's {getattr(theirs_config, field)}: a {t.mode} transfer starts from its "
-                                  f"value support, discount and temperature")
+                                  f"{what}")
     source_names = kinds.resolve_tasks(p.kind, source.experiment.run.tasks)
     if len(source_names) < 2:
         raise ConfigError(f"--from {t.source} trained one task, without a task embedding; transfer "

@@ -48,6 +48,13 @@ class Kind(ABC):
         else carries over) of `source`, the pretrained one; embedding tables rebuilt for the new
         tasks (`rows`: each task's pretrained row, -1 for a new one)."""
 
+    def carried_values(self, transfer: TransferConfig) -> dict[str, str]:
+        """`{agent field: what it sets}` for the values that a finetune or embedding transfer takes
+        over from the pretrained model, so that they must equal the pretrained run's: the
+        critic's logits are on its own value support and discount. ConfigError for a transfer
+        option this kind does not have."""
+        return {"v_max": "value support", "gamma": "discount"}
+
     def prepare_video(self) -> None:
         """Set up what drawing this kind's states needs before anything imports it (ConfigError
         when it cannot work here, naming the fix)."""

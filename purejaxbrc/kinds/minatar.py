@@ -63,6 +63,11 @@ class MinAtarKind(Kind):
                 raise ConfigError(f"task {name} has {env.action_size} actions, more than the pretrained "
                                   f"model's {num_actions}")
 
+    def carried_values(self, transfer):
+        if transfer.temperature != "reset":
+            raise ConfigError(f"--temperature {transfer.temperature}: DQN has no temperature (a SAC option)")
+        return super().carried_values(transfer)
+
     def transferred(self, fresh: DQNState, source: DQNState, rows, transfer: TransferConfig) -> DQNState:
         """Online and target networks from `source`; the optimiser state fresh."""
         return fresh._replace(net=with_transferred_rows(fresh.net, source.net, rows, transfer.new_rows),

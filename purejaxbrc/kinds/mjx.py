@@ -51,14 +51,18 @@ class MJXKind(Kind):
                     raise ConfigError(f"task {name} has {size} {what} entries, more than the pretrained "
                                       f"model's padded {what} size {padded}")
 
+    def carried_values(self, transfer):
+        carried = super().carried_values(transfer)
+        return carried | ({"init_alpha": "temperature (--temperature carry)"} if transfer.temperature == "carry" else {})
+
     def transferred(self, fresh: SACState, source: SACState, rows, transfer: TransferConfig) -> SACState:
-        """Actor, critic, target critic and temperature from `source`; optimiser states fresh
-        (shaped like the parameters, so valid for them)."""
+        """Actor, critic and target critic from `source`, the temperature too with `--temperature
+        carry`; optimiser states fresh (shaped like the parameters, so valid for them)."""
         return fresh._replace(
             actor=source.actor,
             critic=with_transferred_rows(fresh.critic, source.critic, rows, transfer.new_rows),
             target_critic=with_transferred_rows(fresh.target_critic, source.target_critic, rows, transfer.new_rows),
-            log_alpha=source.log_alpha)
+            log_alpha=source.log_alpha if transfer.temperature == "carry" else fresh.log_alpha)
 
 
 MJX = MJXKind()
