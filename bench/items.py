@@ -175,7 +175,7 @@ def script(tiny: bool, report: Report):
         seconds = round(time.perf_counter() - t0, 2)
         if line.startswith("built "):
             report(built_at_s=seconds, **_floats(r"in ([\d.]+)s", line, "build_s"))
-        elif line.startswith("traced in"):
+        elif line.startswith("traced and compiled in"):
             report(compiled_at_s=seconds, startup=line.strip(), **startup_figures(line))
         elif line.startswith("iter ") and first_eval_s is None:
             first_eval_s = seconds
@@ -195,9 +195,12 @@ def _floats(pattern: str, line: str, name: str) -> dict:
 
 
 def startup_figures(line: str) -> dict:
-    """The run loop's start-up line: `traced in T s, compiled in W s (init I s, chunk C s,
-    evaluate E s, ...; K at a time), initial state built in S s: ...`."""
-    out = _floats(r"traced in ([\d.]+)s", line, "traced_s")
+    """The run loop's start-up line: `traced and compiled in W s (tracing T s of it; each
+    piece's compile: init I s, chunk C s, evaluate E s, ...; K at a time), initial state built in
+    S s: ...`; `compile_wall_s` is W, from the first piece's tracing to the last compile's end.
+    Also the line of 62d8bfc and before: `compiled in W s (...): ...`, whose W counted the initial
+    state's build too."""
+    out = _floats(r"tracing ([\d.]+)s", line, "traced_s")
     out.update(_floats(r"compiled in ([\d.]+)s", line, "compile_wall_s"))
     for name in ("chunk", "evaluate", "init"):
         out.update(_floats(rf"\b{name} ([\d.]+)s", line, f"compile_{name}_s"))

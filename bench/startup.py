@@ -72,7 +72,7 @@ def one(repo: Path, tasks: str) -> dict:
     for at, line in lines:
         if line.startswith("built "):
             record.update(built_at_s=at, build_s=float(re.search(r"in ([\d.]+)s", line).group(1)))
-        elif line.startswith("traced in"):
+        elif "compiled in" in line:
             record.update(compiled_at_s=at, **startup_figures(line))
         elif line.startswith("iter ") and "first_eval_at_s" not in record:
             record["first_eval_at_s"] = at

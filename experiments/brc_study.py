@@ -28,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ if str(ROOT) not in sys.path:  # `python experiments/brc_study.py` from a checko
     sys.path.insert(0, str(ROOT))
 
 from purejaxbrc.aggregate import iqm, stratified_bootstrap_ci  # noqa: E402
+from purejaxbrc.config import default_batch_size  # noqa: E402
 from purejaxbrc.plot import DMC_TASKS, InputError, Run, load_run, write_plots  # noqa: E402
 
 # -- the configuration the README reports ----------------------------------------------------
@@ -141,7 +143,7 @@ class Arm:
         return Path(self.root) / "transfer" / self.case / "pretrain"
 
     def batch(self, num_tasks: int) -> int:
-        return self.batch_size or (256 if num_tasks == 1 else 1024)
+        return self.batch_size or default_batch_size(num_tasks)
 
     def common(self, tasks: list[str]) -> list[str]:
         return ["--tasks", ",".join(tasks), "--num-seeds", str(self.num_seeds),
@@ -197,22 +199,50 @@ def load_average() -> float | None:
 
 
 def run_one(run_dir: Path, argv: list[str], log=print) -> int:
-    """Run one program; write run_dir/cost.json (wall clock, CPU time of the process and its
-    children, peak memory, load average before and after). Returns its exit code."""
+    """Run one program; write run_dir/cost.json (wall clock and CPU time of the process, summed
+    over the sessions of a resumed run; load average before and after). Ctrl-C reaches the
+    program too, which stops after its chunk with a checkpoint; this waits for it. Returns its
+    exit code."""
     log("$ " + " ".join(argv[1:] if argv[0] == sys.executable else argv))
     before, load0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), load_average(), time.time()
     # The child imports this checkout's purejaxbrc, whatever is installed.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    code = subprocess.call(argv, cwd=ROOT, env=env)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:  # the child got the same SIGINT: let it write its checkpoint
+            continue
     wall = time.time() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if (run_dir / "config.json").is_file():  # the program got as far as its run directory
-        cost = dict(command=argv[1:], exit_code=code, wall_s=round(wall, 1), cpu_s=round(cpu, 1),
-                    max_rss_gib=round(after.ru_maxrss / 2**20, 2), load_before=load0, load_after=load_average(),
-                    started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), **machine())
-        (run_dir / "cost.json").write_text(json.dumps(cost, indent=2) + "\n")
+        path = run_dir / "cost.json"
+        earlier = json.loads(path.read_text()) if "--resume" in argv and path.is_file() else {}
+        cost = dict(command=argv[1:], exit_code=code, wall_s=round(wall + earlier.get("wall_s", 0), 1),
+                    cpu_s=round(cpu + earlier.get("cpu_s", 0), 1), sessions=earlier.get("sessions", 0) + 1,
+                    load_before=earlier.get("load_before", load0), load_after=load_average(),
+                    started=earlier.get("started", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0))),
+                    **machine())
+        path.write_text(json.dumps(cost, indent=2) + "\n")
+    if code == -signal.SIGINT or code == 128 + signal.SIGINT:
+        raise KeyboardInterrupt
     return code
+
+
+def continued(run_dir: Path, argv: list[str], log=print) -> list[str]:
+    """`argv` for a run dir that an interrupted arm left: with `--resume` when it holds a
+    checkpoint, else the dir moved aside (`<dir>.interrupted-<time>`) for a fresh start."""
+    if not (run_dir / "config.json").is_file():
+        return argv
+    if any((run_dir / "checkpoints").glob("[0-9]*")):
+        log(f"{run_dir}: unfinished, resuming from its last checkpoint")
+        return argv + ["--resume"]
+    aside = run_dir.with_name(f"{run_dir.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.rename(aside)
+    log(f"{run_dir}: unfinished without a checkpoint, moved to {aside}; starting it again")
+    return argv
 
 
 def train(arm: Arm, log=print) -> int:
@@ -224,7 +254,7 @@ def train(arm: Arm, log=print) -> int:
         if (run_dir / "summary.json").is_file():
             log(f"{run_dir}: done already (summary.json), skipped")
             continue
-        code = run_one(run_dir, argv, log)
+        code = run_one(run_dir, continued(run_dir, argv, log), log)
         if code:
             log(f"{run_dir}: exit code {code}; stopping this arm")
             return code
@@ -243,11 +273,13 @@ def merge(runs: list[Run], label: str) -> Run:
 
 
 def load_arm(path: Path, label: str) -> Run | None:
-    """A multitask or transfer run dir, or a single/ dir of one-task run dirs; None if absent."""
-    if (path / "metrics.jsonl").is_file():
+    """A finished multitask or transfer run dir, or a single/ dir of finished one-task run dirs
+    (a summary.json each: a run in progress would shrink the points every arm shares); None if
+    there is none."""
+    if (path / "summary.json").is_file():
         return load_run(str(path), label)[0]
     if path.is_dir():
-        parts = sorted(p for p in path.iterdir() if (p / "metrics.jsonl").is_file())
+        parts = sorted(p for p in path.iterdir() if (p / "summary.json").is_file())
         if parts:
             return merge([load_run(str(p), p.name)[0] for p in parts], label)
     return None
@@ -261,6 +293,11 @@ def scores(run: Run, tasks, at: float) -> np.ndarray:
 def cell(x: np.ndarray, reps: int) -> str:
     lo, hi = stratified_bootstrap_ci(x, iqm, reps=reps)
     return f"{iqm(x):.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def thinned(points: list[float]) -> list[float]:
+    """Every other point from the last one back, when there are more than 6."""
+    return points[::-1][::2][::-1] if len(points) > 6 else points
 
 
 def common_points(runs: list[Run], tasks) -> list[float]:
@@ -284,7 +321,7 @@ def aggregate_table(groups: dict, reps: int) -> str:
     """Markdown: the aggregate IQM [95% CI] of every arm of every width at the points all share."""
     arms = [(run, tasks) for runs, tasks, _ in groups.values() for run in runs]
     points = sorted(set.intersection(*[set(p) for _, _, p in groups.values()]))
-    points = points[1::2] if len(points) > 6 else points
+    points = thinned(points)
     out = ["| arm | " + " | ".join(f"{int(p) // 1000}k" for p in points) + " |", "|" + " --- |" * (len(points) + 1)]
     for run, tasks in arms:
         out.append(f"| {run.label} | " + " | ".join(cell(scores(run, tasks, p), reps) for p in points) + " |")
@@ -361,8 +398,10 @@ def report(root: Path, out: Path | None, reps: int = 2000, log=print) -> int:
         found = True
         tasks = [t for t in arms[0].tasks if all(t in a.curves for a in arms)]  # the tasks every arm ran
         points = common_points(arms, tasks)
+        if not points:
+            raise StudyError(f"the arms of width {width} share no evaluation point")
         log(f"\n### critic width {width}: IQM of return / 1000 [95% stratified bootstrap CI], {len(tasks)} tasks\n")
-        log(table(arms, tasks, points[1::2] if len(points) > 6 else points, reps))
+        log(table(arms, tasks, thinned(points), reps))
         log("\n" + cost_rows(root, [(a.label, root / f"w{width}" / ("multitask" if a.label.startswith("multi") else "single"))
                                     for a in arms]))
         mt_groups[f"critic width {width}"] = (arms, tasks, points)
@@ -380,9 +419,12 @@ def report(root: Path, out: Path | None, reps: int = 2000, log=print) -> int:
         found = True
         tasks = tr[0].tasks
         points = common_points(tr, tasks)
+        if not points:
+            raise StudyError(f"the transfer arms of {case_dir} share no evaluation point")
         log(f"\n### transfer ({case_dir.name}) to {', '.join(tasks)}: IQM of return / 1000 [95% CI]\n")
-        log(table(tr, tasks, points[:1] + points[1::2] if len(points) > 6 else points, reps))
-        early = points[1] if len(points) > 1 else points[0]  # the first evaluation after learning began
+        log(table(tr, tasks, points[:1] + thinned(points[1:]) if len(points) > 6 else points, reps))
+        warmup = json.loads((tr[0].path / "config.json").read_text())["run"]["warmup_iterations"]
+        early = min((p for p in points if p > warmup), default=points[-1])  # the first evaluation after learning began
         log(f"\ntraining metrics at {int(early)} env steps (mean over seeds):")
         for r in tr:
             log(f"- {r.label}: {train_metrics(r.path, early)}")
@@ -401,7 +443,7 @@ def report(root: Path, out: Path | None, reps: int = 2000, log=print) -> int:
             plot_aggregate(mt_groups, out / "study_multitask_vs_single.png",
                            f"{', '.join(tasks)}: one multi-task agent vs one agent per task", reps)
         if tr_groups:
-            plot_aggregate(tr_groups, out / "study_transfer.png", "finetune, embedding and scratch (3 seeds each)", reps)
+            plot_aggregate(tr_groups, out / "study_transfer.png", "finetune, embedding and scratch", reps)
         log(f"\nfigures in {out}")
     return 0
 

@@ -122,8 +122,8 @@ def one_blas_thread():
 
 
 def compile_workers() -> int:
-    """Pieces XLA compiles at once: one per core, up to four (a compile is mostly one thread)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Pieces XLA compiles at once: one per core this process may use, up to four."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 class Compiling:
@@ -141,12 +141,19 @@ class Compiling:
             threading.Thread(target=self._work, name=f"compile {i}", daemon=True).start()
 
     def add(self, name: str, lowered) -> None:
+        if not self._futures:  # the start-up's wall clock starts with its first piece
+            self._t0 = time.perf_counter()
         self._futures[name] = Future()
         self._queue.put((name, lowered))
 
+    def close(self) -> None:
+        """No more pieces: each thread ends once the queue is empty (and lets go of this)."""
+        for _ in range(self.workers):
+            self._queue.put(None)
+
     def _work(self):
-        while True:
-            name, lowered = self._queue.get()
+        while (item := self._queue.get()) is not None:
+            name, lowered = item
             t = time.perf_counter()
             try:
                 out = compile_lowered(lowered, self._batched) if name == "chunk" else lowered.compile()
@@ -162,7 +169,8 @@ class Compiling:
         return self._futures[name].result()
 
     def wall_s(self) -> float:
-        """Seconds from the start until the last piece compiled (waits for them)."""
+        """Seconds from the first piece's `add` until the last piece compiled (waits for them):
+        tracing the pieces after the first included."""
         for f in self._futures.values():
             f.result()
         return max(self._end.values()) - self._t0

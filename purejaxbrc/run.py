@@ -173,18 +173,22 @@ def run(built: Built, log=print):
     source = None if config.resume else transfer.source_agent(built, abstract)
     read_s = time.perf_counter() - t0
     compiling = prog.start_compiling()
-    t_trace = time.perf_counter()
-    if not config.resume:
-        compiling.add("init", prog.init.lower(*prog.inputs()))
-    compiling.add("chunk", prog.lower_chunk(abstract))
-    compiling.add("evaluate", prog.lower_evaluate(abstract))
-    fingerprints = {f"fingerprint {k}": v for k, v in lower_fingerprints(abstract, config.buffer_checkpoint).items()}
-    for name, lowered in fingerprints.items():
-        compiling.add(name, lowered)
-    traced_s = time.perf_counter() - t_trace
+    try:
+        t_trace = time.perf_counter()
+        if not config.resume:
+            compiling.add("init", prog.init.lower(*prog.inputs()))
+        compiling.add("chunk", prog.lower_chunk(abstract))
+        compiling.add("evaluate", prog.lower_evaluate(abstract))
+        fingerprints = {f"fingerprint {k}": v for k, v in lower_fingerprints(abstract, config.buffer_checkpoint).items()}
+        for name, lowered in fingerprints.items():
+            compiling.add(name, lowered)
+        traced_s = time.perf_counter() - t_trace
+    finally:
+        compiling.close()
+    init = None if config.resume else compiling.get("init")
     t_state = time.perf_counter()
-    start = resumed or fresh_start(built, compiling.get("init"), source)
-    state_s = read_s if config.resume else time.perf_counter() - t_state
+    start = resumed or fresh_start(built, init, source)
+    state_s = read_s + (0.0 if config.resume else time.perf_counter() - t_state)
     chunk, evaluate = compiling.get("chunk"), compiling.get("evaluate")
     compile_s = time.perf_counter() - t0
     ckpts = Checkpoints(config.run_dir, config.keep_checkpoints, sharding=prog.sharding,
@@ -198,8 +202,9 @@ def run(built: Built, log=print):
                            resume_iteration=resume_iteration, write=primary)
     state, it, learn_from = start.state, start.iteration, start.learn_from
     pieces = ", ".join(f"{name} {s:.1f}s" for name, s in compiling.seconds.items())
-    log(f"traced in {traced_s:.1f}s, compiled in {compiling.wall_s():.1f}s ({pieces}; {compiling.workers} at "
-        f"a time), {'restored' if config.resume else 'initial state built'} in {state_s:.1f}s: "
+    log(f"traced and compiled in {compiling.wall_s():.1f}s (tracing {traced_s:.1f}s of it; each piece's compile: "
+        f"{pieces}; {compiling.workers} at a time), {'restored' if config.resume else 'initial state built'} "
+        f"in {state_s:.1f}s: "
         f"{env.num_tasks} tasks x {population.size} members "
         f"({config.num_seeds} seeds x {len(population.variants)} variants) on {prog.mesh.size} devices, "
         f"chunk {config.chunk} iterations")

@@ -69,11 +69,19 @@ def _flat(d: dict) -> dict:
     return out
 
 
+def _today(stored: dict) -> dict:
+    """A stored config in today's terms: a transfer run from before `--temperature` carried the
+    pretrained temperature over."""
+    if "transfer" in stored and "temperature" not in stored["transfer"]:
+        stored = dict(stored, transfer=dict(stored["transfer"], temperature="carry"))
+    return stored
+
+
 def config_diff(stored: dict, given: dict, across: str = "session") -> list[str]:
     """`name (stored X, given Y)` for every field that differs, the fields free `across`
     sessions (or processes) left out."""
     ignore = free_fields(across)
-    stored, given = _flat(stored), _flat(given)
+    stored, given = _flat(_today(stored)), _flat(given)
     names = sorted(k for k in set(stored) | set(given) if k not in ignore and stored.get(k) != given.get(k))
     return [f"{k} (stored {stored.get(k)!r}, given {given.get(k)!r})" for k in names]
 
@@ -103,7 +111,7 @@ def read_config(run_dir) -> Stored:
         raise ConfigError(f"run dir {run_dir} does not exist")
     try:
         info = json.loads((run_dir / "run_info.json").read_text())
-        stored = json.loads((run_dir / "config.json").read_text())
+        stored = _today(json.loads((run_dir / "config.json").read_text()))
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"run dir {run_dir}: cannot read run_info.json and config.json ({e})")
     if not info.get("kind"):

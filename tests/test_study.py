@@ -88,3 +88,26 @@ def test_missing_transfer_source_and_empty_root_from_the_command_line(tmp_path):
                            capture_output=True, text=True, cwd=ROOT)
         err = [line for line in p.stderr.splitlines() if line.strip()]
         assert p.returncode == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], p.stderr
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_or_starts_again(tmp_path):
+    argv = ["python", "brc_mjx.py", "--run-dir", "x"]
+    fresh = tmp_path / "fresh"
+    assert brc_study.continued(fresh, argv, log=lambda m: None) == argv  # nothing there yet
+    with_checkpoint = tmp_path / "a"
+    (with_checkpoint / "checkpoints" / "1000").mkdir(parents=True)
+    (with_checkpoint / "config.json").write_text("{}")
+    assert brc_study.continued(with_checkpoint, argv, log=lambda m: None) == argv + ["--resume"]
+    without = tmp_path / "b"
+    without.mkdir()
+    (without / "config.json").write_text("{}")
+    assert brc_study.continued(without, argv, log=lambda m: None) == argv
+    assert not without.exists() and len(list(tmp_path.glob("b.interrupted-*"))) == 1
+
+
+def test_batch_sizes_follow_the_reference_rule():
+    multi, single = brc_study.Arm(arm="multitask"), brc_study.Arm(arm="single")
+    assert multi.batch(4) == 1024 and single.batch(1) == 256
+    for arm, argv in [(multi, multi.runs()[0][1])] + [(single, a) for _, a in single.runs()]:
+        assert argv[argv.index("--batch-size") + 1] == ("1024" if arm is multi else "256")
+        assert argv[argv.index("--total-iterations") + 1] == "8000" and argv[argv.index("--utd") + 1] == "2"

@@ -55,3 +55,18 @@ def test_bad_input_exits_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown item nope")
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_startup_figures_read_this_line_the_resumed_one_and_62d8bfcs():
+    sys.path.insert(0, str(ROOT))
+    from bench.items import startup_figures
+    now = ("traced and compiled in 173.8s (tracing 66.7s of it; each piece's compile: init 51.4s, chunk 114.2s, "
+           "evaluate 108.4s, fingerprint state 19.8s; 2 at a time), initial state built in 75.1s: 3 tasks x 1 members")
+    assert startup_figures(now) == dict(traced_s=66.7, compile_wall_s=173.8, compile_init_s=51.4, compile_chunk_s=114.2,
+                                        compile_evaluate_s=108.4, initial_state_s=75.1)
+    resumed = ("traced and compiled in 90.0s (tracing 40.0s of it; each piece's compile: chunk 60.0s, evaluate 30.0s; "
+               "2 at a time), restored in 3.5s: 3 tasks")
+    assert startup_figures(resumed) == dict(traced_s=40.0, compile_wall_s=90.0, compile_chunk_s=60.0,
+                                            compile_evaluate_s=30.0, initial_state_s=3.5)
+    old = "compiled in 322.4s: 3 tasks x 1 members (1 seeds x 1 variants) on 1 devices, chunk 1 iterations"
+    assert startup_figures(old) == dict(compile_wall_s=322.4)

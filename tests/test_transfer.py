@@ -201,6 +201,10 @@ def test_sac_temperature_restarts_at_init_alpha_and_carry_keeps_the_pretrained_o
             np.testing.assert_array_equal(x, y, err_msg=f"{name}{jax.tree_util.keystr(path)}")
     for x, y in zip(jax.tree.leaves(carry.agent.actor), jax.tree.leaves(source.actor)):
         np.testing.assert_array_equal(x, y)
+    for name in ("actor_opt", "critic_opt", "alpha_opt"):  # fresh: no step taken, zero moments
+        adam = getattr(reset.agent, name)[0]
+        assert int(np.asarray(adam.count).max()) == 0, name
+        assert all(float(jnp.abs(m).max()) == 0 for m in jax.tree.leaves((adam.mu, adam.nu))), name
 
 
 def test_sac_reset_takes_any_init_alpha_and_carry_refuses_one_that_differs(sac_pretrained):
@@ -209,6 +213,9 @@ def test_sac_reset_takes_any_init_alpha_and_carry_refuses_one_that_differs(sac_p
     transfer.plan(*parse(sac_pretrained, "--tasks", "CartpoleSwingup", "--sweep", "init_alpha=0.03,0.3"))
     with pytest.raises(ConfigError, match="--init-alpha 0.3 differs from the pretrained model's 0.1"):
         transfer.plan(*parse(sac_pretrained, "--tasks", "CartpoleSwingup", "--init-alpha", "0.3",
+                             "--temperature", "carry"))
+    with pytest.raises(ConfigError, match="--temperature carry: a scratch run carries nothing over"):
+        transfer.plan(*parse(sac_pretrained, "--tasks", "CartpoleSwingup", "--mode", "scratch",
                              "--temperature", "carry"))
     with pytest.raises(ConfigError, match="--sweep init_alpha: a embedding transfer starts"):
         transfer.plan(*parse(sac_pretrained, "--tasks", "CartpoleSwingup", "--mode", "embedding",
