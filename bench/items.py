@@ -32,7 +32,7 @@ import jax
 
 from bench import lowering
 from bench.device import copy_bandwidth, matmul_rate
-from bench.fused import bench_config, measure_fused
+from bench.fused import bench_config, measure_fused, with_full_warmup
 from bench.width import width_experiment
 from purejaxbrc import program
 from purejaxbrc.config import Experiment, RunConfig
@@ -68,20 +68,23 @@ class Report:
 
 # -- configurations ---------------------------------------------------------------------------------
 def paper(tiny: bool, **changes) -> Experiment:
-    """The paper's configuration (`tiny`: one cheap task, tiny networks)."""
+    """The paper's configuration (`tiny`: one cheap task, tiny networks), with a warm-up that
+    fills a batch (as a user's run must: every item plans it)."""
     if tiny:
         base = Experiment(RunConfig(tasks="CartpoleBalance", batch_size=32, buffer_capacity=2_000, episode_length=50),
                           SACConfig(critic_width=32, actor_width=32))
-        return bench_config(base, chunk=20).replace(**changes)
-    return bench_config(Experiment(RunConfig(tasks="humanoids", batch_size=1024), SACConfig()), chunk=100).replace(**changes)
+        return with_full_warmup("mjx", bench_config(base, chunk=20).replace(**changes))
+    base = Experiment(RunConfig(tasks="humanoids", batch_size=1024), SACConfig())
+    return with_full_warmup("mjx", bench_config(base, chunk=100).replace(**changes))
 
 
 def minatar(tiny: bool) -> Experiment:
     if tiny:
-        return bench_config(Experiment(RunConfig(tasks="Breakout-MinAtar", num_envs=4, batch_size=32, buffer_capacity=2_000),
-                                       DQNConfig(critic_width=32)), chunk=20)
-    return bench_config(Experiment(RunConfig(tasks="minatar", num_envs=64, buffer_capacity=100_000), DQNConfig()),
-                        chunk=100)
+        base = Experiment(RunConfig(tasks="Breakout-MinAtar", num_envs=4, batch_size=32, buffer_capacity=2_000),
+                          DQNConfig(critic_width=32))
+        return with_full_warmup("minatar", bench_config(base, chunk=20))
+    base = Experiment(RunConfig(tasks="minatar", num_envs=64, buffer_capacity=100_000), DQNConfig())
+    return with_full_warmup("minatar", bench_config(base, chunk=100))
 
 
 # -- the items ------------------------------------------------------------------------------------------
