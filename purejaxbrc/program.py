@@ -234,8 +234,14 @@ class Program:
         return Compiling(self.batched and self.local > 1, workers)
 
     def compile_train(self):
-        """The host-free whole run over all members: `(keys, hparams) -> (state, returns [members, evals, T])`."""
-        return jax.jit(self.over_members(self.trainer.train, (MEMBERS, MEMBERS)))
+        """The host-free whole run over all members: `(keys, hparams) -> (state, returns [members,
+        evals, T])`, run to its end with LAPACK on one thread, as `fresh_state` builds its state."""
+        train = jax.jit(self.over_members(self.trainer.train, (MEMBERS, MEMBERS)))
+
+        def run(keys, hparams):
+            with one_blas_thread():
+                return jax.block_until_ready(train(keys, hparams))
+        return run
 
 
 def _gib(n: int) -> str:
