@@ -449,16 +449,18 @@ def report(root: Path, out: Path | None, reps: int = 2000, log=print) -> int:
 
 
 def export(root: Path, dest: Path, log=print) -> int:
-    """Copy each run's small files (FILES) under `dest`, keeping the layout: no checkpoints."""
+    """Copy each finished run's small files (FILES) under `dest`, keeping the layout: no
+    checkpoints, no run still in progress."""
     if not root.is_dir():
         raise StudyError(f"--root {root} does not exist")
     n = 0
-    for f in sorted(root.rglob("*")):
-        if f.name in FILES and "checkpoints" not in f.parts:
-            target = dest / f.relative_to(root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, target)
-            n += 1
+    for run_dir in sorted(p.parent for p in root.rglob("summary.json") if "checkpoints" not in p.parts):
+        for name in FILES:
+            if (run_dir / name).is_file():
+                target = dest / run_dir.relative_to(root) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run_dir / name, target)
+                n += 1
     log(f"copied {n} files to {dest}")
     return 0
 

@@ -83,9 +83,9 @@ def plan(kind: str, experiment: Experiment, transfer: TransferConfig) -> program
         if field.name not in experiment.agent.SWEEPABLE and mine != theirs:
             raise ConfigError(f"{flag(field.name)} {mine} differs from the pretrained model's {theirs}: a "
                               f"transferred model keeps its architecture")
-    carried = p.kind.carried_values(t)
     if t.mode == "scratch" and t.temperature == "carry":
         raise ConfigError("--temperature carry: a scratch run carries nothing over from the pretrained model")
+    carried = p.kind.carried_values(t)
     if t.mode != "scratch":  # what the transferred agent starts from cannot differ or be swept
         swept = {k for v in p.variants for k in v}
         for field, what in carried.items():

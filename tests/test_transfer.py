@@ -139,6 +139,8 @@ def test_transfer_run_records_its_source_resumes_and_evaluates(pretrained, tmp_p
     (True, ["--tasks", "MountainCar-v0", "--v-max", "20"], "--v-max 20.0 differs from the pretrained model's 10.0"),
     (True, ["--tasks", "MountainCar-v0", "--sweep", "gamma=0.9,0.99"], "--sweep gamma: a finetune transfer starts"),
     (True, ["--tasks", "MountainCar-v0", "--temperature", "carry"], "--temperature carry: DQN has no temperature"),
+    (True, ["--tasks", "MountainCar-v0", "--mode", "scratch", "--temperature", "carry"],
+     "--temperature carry: a scratch run carries nothing over"),
 ])
 def test_bad_input_is_one_line_and_exit_2(pretrained, tmp_path, capsys, with_source, args, message):
     args = (["--from", str(pretrained)] if with_source else []) + args + ["--run-dir", str(tmp_path / "r")]
@@ -170,53 +172,37 @@ def test_a_single_task_source_is_refused(tmp_path, capsys):
 
 
 # -- SAC: the temperature on transfer (--temperature reset | carry) ------------------------------
-import brc_mjx  # noqa: E402
-from purejaxbrc.sac import SACConfig  # noqa: E402
-
-SAC_PRETRAIN = brc_mjx.MJXExperiment(
-    RunConfig(tasks="PendulumSwingup,CartpoleBalance", num_seeds=2, total_iterations=40, warmup_iterations=20,
-              eval_every=20, eval_episodes=2, episode_length=10, batch_size=16, utd=2, chunk_iterations=10,
-              run_dir="unused"),
-    SACConfig(critic_width=16, critic_depth=1, actor_width=16, num_atoms=11, alpha_lr=0.05))
+from purejaxbrc.config import TransferConfig  # noqa: E402
+from purejaxbrc.kinds import MJX  # noqa: E402
+from purejaxbrc.sac import SACAgent, SACConfig  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def sac_pretrained(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("sac_pretrained") / "run"
-    brc_mjx.main(SAC_PRETRAIN.replace(run_dir=str(run_dir)))
-    return run_dir
-
-
-def test_sac_temperature_restarts_at_init_alpha_and_carry_keeps_the_pretrained_one(sac_pretrained):
-    plan, prog, reset, source = start(sac_pretrained, "--tasks", "CartpoleSwingup,CartpoleBalance")
-    assert plan.transfer.temperature == "reset"  # the default
-    assert np.all(np.abs(np.exp(np.asarray(source.log_alpha)) - 0.1) > 1e-3)  # pretraining moved it
-    np.testing.assert_array_equal(reset.agent.log_alpha, prog.fresh_state().agent.log_alpha)  # log(0.1)
-    _, _, carry, _ = start(sac_pretrained, "--tasks", "CartpoleSwingup,CartpoleBalance", "--temperature", "carry")
-    np.testing.assert_array_equal(carry.agent.log_alpha, source.log_alpha)
-    # Everything else is the same in both: the pretrained networks, fresh optimiser states.
+def test_sac_temperature_restarts_at_init_alpha_and_carry_keeps_the_pretrained_one():
+    config = SACConfig(critic_width=16, critic_depth=1, actor_width=16, num_atoms=11)
+    agent = SACAgent(config, obs_size=5, action_size=2, num_tasks=2)
+    hp = config.hyperparameters({})
+    fresh = agent.init(jax.random.key(0), hp)
+    source = agent.init(jax.random.key(1), hp)  # "pretrained": other networks, a trained alpha
+    source = source._replace(log_alpha=jnp.log(jnp.float32(0.002)),
+                             alpha_opt=agent._alpha_opt(hp).update(jnp.float32(1.0), source.alpha_opt)[1])
+    rows = np.array([1, -1])  # task 0 is pretraining task 1; task 1 is new
+    reset = MJX.transferred(fresh, source, rows, TransferConfig(temperature="reset"))  # the default
+    carry = MJX.transferred(fresh, source, rows, TransferConfig(temperature="carry"))
+    assert TransferConfig().temperature == "reset"
+    np.testing.assert_array_equal(reset.log_alpha, fresh.log_alpha)  # log(init_alpha), as a fresh run
+    np.testing.assert_array_equal(carry.log_alpha, source.log_alpha)
     for name in ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "alpha_opt"):
-        for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(getattr(carry.agent, name))[0],
-                                jax.tree.leaves(getattr(reset.agent, name))):
+        for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(getattr(carry, name))[0],
+                                jax.tree.leaves(getattr(reset, name))):  # the two differ in log_alpha only
             np.testing.assert_array_equal(x, y, err_msg=f"{name}{jax.tree_util.keystr(path)}")
-    for x, y in zip(jax.tree.leaves(carry.agent.actor), jax.tree.leaves(source.actor)):
+    for x, y in zip(jax.tree.leaves(reset.actor), jax.tree.leaves(source.actor)):
         np.testing.assert_array_equal(x, y)
     for name in ("actor_opt", "critic_opt", "alpha_opt"):  # fresh: no step taken, zero moments
-        adam = getattr(reset.agent, name)[0]
-        assert int(np.asarray(adam.count).max()) == 0, name
+        adam = getattr(reset, name)[0]
+        assert int(adam.count) == 0, name
         assert all(float(jnp.abs(m).max()) == 0 for m in jax.tree.leaves((adam.mu, adam.nu))), name
 
 
-def test_sac_reset_takes_any_init_alpha_and_carry_refuses_one_that_differs(sac_pretrained):
-    _, _, state, _ = start(sac_pretrained, "--tasks", "CartpoleSwingup", "--init-alpha", "0.3")
-    np.testing.assert_allclose(np.exp(np.asarray(state.agent.log_alpha)), [0.3, 0.3], rtol=1e-6)
-    transfer.plan(*parse(sac_pretrained, "--tasks", "CartpoleSwingup", "--sweep", "init_alpha=0.03,0.3"))
-    with pytest.raises(ConfigError, match="--init-alpha 0.3 differs from the pretrained model's 0.1"):
-        transfer.plan(*parse(sac_pretrained, "--tasks", "CartpoleSwingup", "--init-alpha", "0.3",
-                             "--temperature", "carry"))
-    with pytest.raises(ConfigError, match="--temperature carry: a scratch run carries nothing over"):
-        transfer.plan(*parse(sac_pretrained, "--tasks", "CartpoleSwingup", "--mode", "scratch",
-                             "--temperature", "carry"))
-    with pytest.raises(ConfigError, match="--sweep init_alpha: a embedding transfer starts"):
-        transfer.plan(*parse(sac_pretrained, "--tasks", "CartpoleSwingup", "--mode", "embedding",
-                             "--temperature", "carry", "--sweep", "init_alpha=0.03,0.3"))
+def test_the_carried_values_follow_the_temperature():
+    assert set(MJX.carried_values(TransferConfig(temperature="reset"))) == {"v_max", "gamma"}
+    assert set(MJX.carried_values(TransferConfig(temperature="carry"))) == {"v_max", "gamma", "init_alpha"}
