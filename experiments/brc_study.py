@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:  # `python experiments/brc_study.py` from a checko
     sys.path.insert(0, str(ROOT))
 
 from purejaxbrc.aggregate import iqm, stratified_bootstrap_ci  # noqa: E402
+from purejaxbrc.checkpoint import list_steps  # noqa: E402
 from purejaxbrc.config import default_batch_size  # noqa: E402
 from purejaxbrc.plot import DMC_TASKS, InputError, Run, load_run, write_plots  # noqa: E402
 
@@ -236,7 +237,7 @@ def continued(run_dir: Path, argv: list[str], log=print) -> list[str]:
     checkpoint, else the dir moved aside (`<dir>.interrupted-<time>`) for a fresh start."""
     if not (run_dir / "config.json").is_file():
         return argv
-    if any((run_dir / "checkpoints").glob("[0-9]*")):
+    if list_steps(run_dir):  # finished checkpoints only, not an interrupted save's temporary dir
         log(f"{run_dir}: unfinished, resuming from its last checkpoint")
         return argv + ["--resume"]
     aside = run_dir.with_name(f"{run_dir.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -423,7 +424,8 @@ def report(root: Path, out: Path | None, reps: int = 2000, log=print) -> int:
             raise StudyError(f"the transfer arms of {case_dir} share no evaluation point")
         log(f"\n### transfer ({case_dir.name}) to {', '.join(tasks)}: IQM of return / 1000 [95% CI]\n")
         log(table(tr, tasks, points[:1] + thinned(points[1:]) if len(points) > 6 else points, reps))
-        warmup = json.loads((tr[0].path / "config.json").read_text())["run"]["warmup_iterations"]
+        run = json.loads((tr[0].path / "config.json").read_text())["run"]
+        warmup = run["warmup_iterations"] * run["num_envs"]  # in env steps per task
         early = min((p for p in points if p > warmup), default=points[-1])  # the first evaluation after learning began
         log(f"\ntraining metrics at {int(early)} env steps (mean over seeds):")
         for r in tr:

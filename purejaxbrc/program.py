@@ -123,7 +123,8 @@ def one_blas_thread():
 
 def compile_workers() -> int:
     """Pieces XLA compiles at once: one per core this process may use, up to four."""
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
 
 
 class Compiling:
@@ -141,8 +142,6 @@ class Compiling:
             threading.Thread(target=self._work, name=f"compile {i}", daemon=True).start()
 
     def add(self, name: str, lowered) -> None:
-        if not self._futures:  # the start-up's wall clock starts with its first piece
-            self._t0 = time.perf_counter()
         self._futures[name] = Future()
         self._queue.put((name, lowered))
 
@@ -169,8 +168,8 @@ class Compiling:
         return self._futures[name].result()
 
     def wall_s(self) -> float:
-        """Seconds from the first piece's `add` until the last piece compiled (waits for them):
-        tracing the pieces after the first included."""
+        """Seconds from this object's creation (right before the first piece is traced) until the
+        last piece compiled (waits for them): the tracing included."""
         for f in self._futures.values():
             f.result()
         return max(self._end.values()) - self._t0
@@ -235,13 +234,10 @@ class Program:
 
     def compile_train(self):
         """The host-free whole run over all members: `(keys, hparams) -> (state, returns [members,
-        evals, T])`, run to its end with LAPACK on one thread, as `fresh_state` builds its state."""
-        train = jax.jit(self.over_members(self.trainer.train, (MEMBERS, MEMBERS)))
-
-        def run(keys, hparams):
-            with one_blas_thread():
-                return jax.block_until_ready(train(keys, hparams))
-        return run
+        evals, T])`. Its networks' initial values come from LAPACK on as many threads as OpenBLAS
+        takes, unless called inside `one_blas_thread()` as `fresh_state` is (widths of 256 and
+        more round differently)."""
+        return jax.jit(self.over_members(self.trainer.train, (MEMBERS, MEMBERS)))
 
 
 def _gib(n: int) -> str:

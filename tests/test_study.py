@@ -98,11 +98,16 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_or_starts_again(tmp_path
     (with_checkpoint / "checkpoints" / "1000").mkdir(parents=True)
     (with_checkpoint / "config.json").write_text("{}")
     assert brc_study.continued(with_checkpoint, argv, log=lambda m: None) == argv + ["--resume"]
+    interrupted_save = tmp_path / "c"  # killed during its first save: orbax's temporary dir only
+    (interrupted_save / "checkpoints" / "1000.orbax-checkpoint-tmp-1733").mkdir(parents=True)
+    (interrupted_save / "config.json").write_text("{}")
+    assert brc_study.continued(interrupted_save, argv, log=lambda m: None) == argv
     without = tmp_path / "b"
     without.mkdir()
     (without / "config.json").write_text("{}")
     assert brc_study.continued(without, argv, log=lambda m: None) == argv
     assert not without.exists() and len(list(tmp_path.glob("b.interrupted-*"))) == 1
+    assert len(list(tmp_path.glob("c.interrupted-*"))) == 1
 
 
 def test_batch_sizes_follow_the_reference_rule():

@@ -183,8 +183,10 @@ def test_sac_temperature_restarts_at_init_alpha_and_carry_keeps_the_pretrained_o
     hp = config.hyperparameters({})
     fresh = agent.init(jax.random.key(0), hp)
     source = agent.init(jax.random.key(1), hp)  # "pretrained": other networks, a trained alpha
-    source = source._replace(log_alpha=jnp.log(jnp.float32(0.002)),
-                             alpha_opt=agent._alpha_opt(hp).update(jnp.float32(1.0), source.alpha_opt)[1])
+    # Trained optimiser states too (a step count and moments that are not zero).
+    source = jax.tree.map(lambda x: x + 1 if jnp.issubdtype(x.dtype, jnp.integer) else x, source)
+    source = source._replace(log_alpha=jnp.log(jnp.float32(0.002)), **{
+        name: jax.tree.map(lambda x: x + 1, getattr(source, name)) for name in ("actor_opt", "critic_opt", "alpha_opt")})
     rows = np.array([1, -1])  # task 0 is pretraining task 1; task 1 is new
     reset = MJX.transferred(fresh, source, rows, TransferConfig(temperature="reset"))  # the default
     carry = MJX.transferred(fresh, source, rows, TransferConfig(temperature="carry"))
@@ -197,6 +199,14 @@ def test_sac_temperature_restarts_at_init_alpha_and_carry_keeps_the_pretrained_o
             np.testing.assert_array_equal(x, y, err_msg=f"{name}{jax.tree_util.keystr(path)}")
     for x, y in zip(jax.tree.leaves(reset.actor), jax.tree.leaves(source.actor)):
         np.testing.assert_array_equal(x, y)
+    for name in ("critic", "target_critic"):  # the source's, but for the new task's embedding row
+        for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(getattr(reset, name))[0],
+                                jax.tree.leaves(getattr(source, name))):
+            if "table" not in jax.tree_util.keystr(path):
+                np.testing.assert_array_equal(x, y, err_msg=f"{name}{jax.tree_util.keystr(path)}")
+        table, pretrained = np.asarray(getattr(reset, name).embedding.table), np.asarray(getattr(source, name).embedding.table)
+        np.testing.assert_array_equal(table[..., 0, :], pretrained[..., 1, :])
+        np.testing.assert_allclose(table[..., 1, :], pretrained.mean(axis=-2), rtol=1e-6)
     for name in ("actor_opt", "critic_opt", "alpha_opt"):  # fresh: no step taken, zero moments
         adam = getattr(reset, name)[0]
         assert int(adam.count) == 0, name
