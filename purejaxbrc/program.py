@@ -211,9 +211,11 @@ class Program:
         shapes = jax.eval_shape(self.init, *self.inputs())
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding), shapes)
 
-    def fresh_state(self):
+    def fresh_state(self, init=None):
+        """The members' first state, computed to its end with LAPACK on one thread; `init`: an
+        ahead-of-time compiled `self.init` to run instead of compiling it here."""
         with one_blas_thread():
-            return jax.block_until_ready(self.init(*self.inputs()))
+            return jax.block_until_ready((init or self.init)(*self.inputs()))
 
     def lower_chunk(self, state):
         return self.chunk.lower(state, jnp.int32(0), jnp.int32(0))

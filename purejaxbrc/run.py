@@ -65,9 +65,8 @@ class Start(NamedTuple):
 def fresh_start(built: Built, init, source) -> Start:
     """A new run: the fresh state (`init`: the compiled init), or a transfer run's pretrained
     networks (`source`: purejaxbrc.transfer.source_agent) mapped onto it."""
-    with program.one_blas_thread():
-        state = jax.block_until_ready(transfer.initial_state(built, init(*built.program.inputs()), source))
-    return Start(state, 0, built.plan.experiment.run.warmup_iterations, 0.0, 0.0)
+    state = transfer.initial_state(built, built.program.fresh_state(init), source)
+    return Start(jax.block_until_ready(state), 0, built.plan.experiment.run.warmup_iterations, 0.0, 0.0)
 
 
 def resumed_start(built: Built, abstract, log) -> Start:
