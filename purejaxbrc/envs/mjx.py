@@ -82,6 +82,12 @@ def _state_shapes(env):
     return jax.eval_shape(env.reset, jax.random.PRNGKey(0))
 
 
+def observation_size(env) -> int:
+    """`env.observation_size` without Playground's trace of a reset on every access (seconds
+    for a humanoid, and a run asks once per task and task set)."""
+    return int(_state_shapes(env).obs.shape[-1])
+
+
 @functools.cache
 def _same_physics(a, b) -> bool:
     """True when two environments step identical MJX models with the same substeps, and their
@@ -179,7 +185,7 @@ class MJXTaskSet:
         self.episode_length = episode_length
         self.pool_size = pool_size
         self.envs = [load_task(n) for n in self.task_names]
-        self.obs_dims = [int(e.observation_size) for e in self.envs]
+        self.obs_dims = [observation_size(e) for e in self.envs]
         self.action_dims = [int(e.action_size) for e in self.envs]
         self.obs_size = obs_size or max(self.obs_dims)
         self.action_size = action_size or max(self.action_dims)

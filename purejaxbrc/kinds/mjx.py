@@ -40,12 +40,12 @@ class MJXKind(Kind):
 
     def padded_sizes(self, names):
         envs = [mjx.load_task(n) for n in names]
-        return (max(int(e.observation_size) for e in envs),), max(int(e.action_size) for e in envs)
+        return (max(mjx.observation_size(e) for e in envs),), max(int(e.action_size) for e in envs)
 
     def check_fits(self, names, obs_shape, num_actions):
         for name in names:
             env = mjx.load_task(name)
-            for what, size, padded in (("observation", int(env.observation_size), obs_shape[0]),
+            for what, size, padded in (("observation", mjx.observation_size(env), obs_shape[0]),
                                        ("action", int(env.action_size), num_actions)):
                 if size > padded:
                     raise ConfigError(f"task {name} has {size} {what} entries, more than the pretrained "
