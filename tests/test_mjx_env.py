@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxbrc.envs.mjx import MJXTaskSet, pool_size_for, resolve_tasks
+from purejaxbrc.envs.mjx import MJXTaskSet, observation_size, pool_size_for, resolve_tasks
 
 pytestmark = pytest.mark.numerics  # numbers only: `pytest -m numerics` selects these (on a GPU too)
 
@@ -20,6 +20,9 @@ def test_groups_and_padding(taskset):
     _, obs = jax.jit(taskset.reset)(jax.random.PRNGKey(0))
     assert obs.shape == (3, 2, 5)
     assert float(jnp.abs(obs[1, :, 3:]).sum()) == 0.0  # pendulum obs (3) padded with zeros
+    # The sizes come from each task's cached reset shapes, not Playground's property, which
+    # traces a reset on every access; they must agree.
+    assert [observation_size(e) for e in taskset.envs] == [e.observation_size for e in taskset.envs] == [5, 3, 5]
 
 
 def test_batched_physics_equals_each_tasks_own_step(taskset):
