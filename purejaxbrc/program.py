@@ -127,32 +127,6 @@ def compile_workers() -> int:
     return max(1, min(4, cores or 1))
 
 
-# The chunk is the longest piece to compile (a humanoid run's: 108 s alone, against 57 s for the
-# evaluation and 44 s for init, on a 2-core CPU). Where the pieces outnumber the cores, the others
-# compile at a lower priority so that they take what the chunk leaves instead of slowing it down.
-LOWER_PRIORITY = 5  # nice increment of a thread compiling any other piece
-
-
-def _compile_priority(base: int | None, long_pole: bool) -> None:
-    """This thread's nice value (Linux sets it per thread): `base` (the process's) for the
-    chunk, `LOWER_PRIORITY` more for the others. Raising a thread's priority back may be refused,
-    which changes only the order."""
-    if base is None:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), base + (0 if long_pole else LOWER_PRIORITY))
-    except OSError:
-        pass
-
-
-def _nice() -> int | None:
-    """The calling thread's nice value, None where there is none to set."""
-    try:
-        return os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "setpriority") else None
-    except OSError:
-        return None
-
-
 class Compiling:
     """XLA compiling a program's pieces on background threads, `workers` at a time, in the order
     they are `add`ed: the caller traces the next piece (Python, which holds the GIL) while the
@@ -163,7 +137,6 @@ class Compiling:
     def __init__(self, batched_members: bool, workers: int | None = None):
         self.workers, self.seconds, self._end = workers or compile_workers(), {}, {}
         self._batched, self._t0, self._futures = batched_members, time.perf_counter(), {}
-        self._nice = _nice()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         for i in range(self.workers):
             threading.Thread(target=self._work, name=f"compile {i}", daemon=True).start()
@@ -180,7 +153,6 @@ class Compiling:
     def _work(self):
         while (item := self._queue.get()) is not None:
             name, lowered = item
-            _compile_priority(self._nice, name == "chunk")
             t = time.perf_counter()
             try:
                 out = compile_lowered(lowered, self._batched) if name == "chunk" else lowered.compile()

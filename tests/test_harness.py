@@ -247,21 +247,3 @@ def test_checkpoint_every_must_be_a_multiple_of_the_chunk(tmp_path, capsys):
     lines = error_lines(capsys)
     assert e.value.code == 2 and "--checkpoint-every (15) must be a multiple of the chunk (10" in lines[0]
 
-
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread nice values here")
-def test_pieces_other_than_the_chunk_compile_at_a_lower_priority():
-    """`Compiling`: the chunk (the long pole) at the process's nice value, the other pieces
-    `LOWER_PRIORITY` above it, on the thread that compiles them."""
-    class Piece:  # stands for a lowered program: its "compile" reports the thread's nice value
-        def compile(self, compiler_options=None):
-            return os.getpriority(os.PRIO_PROCESS, 0)
-
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    compiling = program.Compiling(batched_members=False, workers=1)  # one thread takes all three
-    for name in ("init", "chunk", "evaluate"):
-        compiling.add(name, Piece())
-    compiling.close()
-    assert compiling.get("init") == compiling.get("evaluate") == base + program.LOWER_PRIORITY
-    # Back up to the process's value unless that is refused (no CAP_SYS_NICE): then it stays.
-    assert compiling.get("chunk") in ((base,) if os.geteuid() == 0 else (base, base + program.LOWER_PRIORITY))
-    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's own priority is untouched
