@@ -246,4 +246,3 @@ def test_checkpoint_every_must_be_a_multiple_of_the_chunk(tmp_path, capsys):
         brc_minatar.main(TINY.replace(checkpoint_every=15, run_dir=str(tmp_path / "r")))
     lines = error_lines(capsys)
     assert e.value.code == 2 and "--checkpoint-every (15) must be a multiple of the chunk (10" in lines[0]
-
