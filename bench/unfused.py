@@ -85,7 +85,7 @@ def measure(config, env, agent, iterations: int, warmup: int) -> dict:
         obs = step.obs
         if (step.terminated | step.truncated).any():  # a host loop resets what ended
             key, k_refill = jax.random.split(key)
-            env_state = refill_fn(env_state, k_refill)
+            env_state, _ = refill_fn(env_state, obs, k_refill)  # obs: already the new episodes'
         if learning:
             scale = scale_fn(norm, agent_state)
             for _ in range(config.utd):

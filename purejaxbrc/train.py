@@ -6,7 +6,8 @@ Data flows one way: env -> transition -> buffer -> batch -> update -> params -> 
 - `init(key, hparams)`: a fresh `TrainState` for one member. `hparams` holds the member's
   swept hyperparameters (`{}` without a sweep: every hyperparameter is then a constant).
 - `chunk(state, it, learn_from=None)`: `env.refill` (fresh initial states for the episodes
-  that ended, off the per-step path), then `config.chunk` iterations in one `lax.scan`. One
+  that ended, off the per-step path; MJX environments start here, as `init` holds no
+  physics), then `config.chunk` iterations in one `lax.scan`. One
   iteration: act (uniform random during warm-up), step every task, insert, update the reward
   normaliser, then `utd` gradient steps from iteration `learn_from` on (default: the end of
   warm-up; later after a resume whose replay buffers were not checkpointed, so they refill
@@ -75,7 +76,7 @@ def make_train(config: RunConfig, env, eval_env, agent: Agent) -> Trainer:
         hparams = {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
         k_agent, k_env, k_loop = jax.random.split(key, 3)
         agent_state = agent.init(k_agent, agent.config.hyperparameters(hparams))
-        env_state, obs = env.reset(k_env)
+        env_state, obs = env.init(k_env)  # MJX: started by the first chunk's refill
         example = Transition(obs=obs[0, 0], action=agent.random_action(k_loop, task_ids)[0, 0],
                              reward=jnp.float32(0), terminated=jnp.bool_(False),
                              truncated=jnp.bool_(False), next_obs=obs[0, 0])
@@ -137,9 +138,10 @@ def make_train(config: RunConfig, env, eval_env, agent: Agent) -> Trainer:
         (with none, every mean reads 0)."""
         learn_from = config.warmup_iterations if learn_from is None else learn_from
         # Once per chunk, off the per-step path: environments redraw the initial states their
-        # ended episodes used (MJX's reset pool).
+        # ended episodes used (MJX's reset pool), and the first chunk starts MJX's episodes.
         key, k_refill = jax.random.split(state.key)
-        state = state._replace(env=env.refill(state.env, k_refill), key=key)
+        env_state, obs = env.refill(state.env, state.obs, k_refill)
+        state = state._replace(env=env_state, obs=obs, key=key)
         it, learn_from = jnp.asarray(it, jnp.int32), jnp.asarray(learn_from, jnp.int32)
         shapes = jax.eval_shape(sample_and_update, state.agent, state.buffer, state.norm, state.key, hp_of(state))[1]
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)

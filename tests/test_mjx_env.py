@@ -92,7 +92,7 @@ def test_step_never_calls_reset(taskset, monkeypatch):
 def run_steps(taskset, state, n, refill_key=None):
     step = jax.jit(taskset.step)
     if refill_key is not None:
-        state = jax.jit(taskset.refill)(state, refill_key)
+        state, _ = jax.jit(taskset.refill)(state, jnp.zeros((3, 2, taskset.obs_size)), refill_key)
     steps = []
     for _ in range(n):
         state, out = step(state, jnp.full((3, 2, 1), 0.3))
@@ -114,7 +114,8 @@ def test_ended_episodes_take_the_pool_in_order_and_refill_redraws_only_those(tas
     state, steps = run_steps(taskset, state, 4)  # every episode ends at the time limit
     np.testing.assert_array_equal(steps[-1].obs, first)
     np.testing.assert_array_equal(state.used, 1)
-    refilled = jax.jit(taskset.refill)(state, jax.random.PRNGKey(6))
+    refilled, obs = jax.jit(taskset.refill)(state, steps[-1].obs, jax.random.PRNGKey(6))
+    np.testing.assert_array_equal(obs, steps[-1].obs)  # started environments keep theirs
     np.testing.assert_array_equal(refilled.used, 0)
     np.testing.assert_array_equal(pool_obs(taskset, refilled, 1), second)  # unused: kept
     assert (np.abs(pool_obs(taskset, refilled, 0) - first).max(-1) > 0).all()  # used: redrawn
@@ -131,17 +132,19 @@ def test_episode_starts_are_independent_draws_of_env_reset():
     names = ["PendulumSwingup", "CartpoleSwingup"]
     envs = MJXTaskSet(names, num_envs=16, episode_length=2, pool_size=pool_size_for(4, 2))
     step, refill = jax.jit(envs.step), jax.jit(envs.refill)
-    state, _ = jax.jit(envs.reset)(jax.random.PRNGKey(0))
+    state, obs = envs.init()
     starts = [[] for _ in names]
     for c in range(8):  # chunks of 4 steps: two episode ends per environment each
-        state = refill(state, jax.random.PRNGKey(100 + c))
+        state, obs = refill(state, obs, jax.random.PRNGKey(100 + c))
+        if c == 0:
+            starts = [[np.asarray(obs[i])] for i in range(len(names))]  # the first episodes
         for _ in range(4):
             state, out = step(state, jax.random.uniform(jax.random.PRNGKey(c), (2, 16, 1), minval=-1))
             for i in range(len(names)):
                 starts[i].append(np.asarray(out.obs[i])[np.asarray(out.truncated[i])])
     for i, env in enumerate(envs.envs):
         got = np.concatenate(starts[i])[:, :envs.obs_dims[i]]
-        assert len(got) == 8 * 2 * 16
+        assert len(got) == (1 + 8 * 2) * 16
         assert len(np.unique(got, axis=0)) == len(got)  # no initial state used twice
         direct = np.asarray(jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(7), 512)).obs)
         for d in range(got.shape[1]):
@@ -168,3 +171,33 @@ def test_diverged_physics_terminates_the_episode_and_reports_only_finite_values(
     np.testing.assert_array_equal(out.obs[0, 1], fresh[0, 1])  # a fresh episode from the pool
     assert np.isfinite(np.asarray(state.groups[0].data.qvel)).all()
     np.testing.assert_array_equal(state.t, np.where(expected, 0, 1))
+
+
+def test_init_holds_no_physics_and_the_first_refill_starts_every_environment(taskset, monkeypatch):
+    """`init` traces no reset (a program building the first training state compiles no physics);
+    the first refill draws the pool from slots `0..P-1` of its keys and the episodes from slot P."""
+    from purejaxbrc.envs.base import task_keys
+    for env in taskset.envs:
+        monkeypatch.setattr(env, "reset", lambda key: pytest.fail("init called env.reset"))
+    state, obs = jax.jit(taskset.init)()
+    monkeypatch.undo()
+    np.testing.assert_array_equal(state.t, -1)
+    np.testing.assert_array_equal(obs, 0)
+    key = jax.random.PRNGKey(3)
+    started, obs = jax.jit(taskset.refill)(state, obs, key)
+    np.testing.assert_array_equal(started.t, 0)
+    np.testing.assert_array_equal(started.used, 0)
+    P = taskset.pool_size
+    keys = task_keys(key, taskset.task_names, (P + 1, taskset.num_envs))
+    for k, (g, pool, current) in enumerate(zip(taskset.groups, started.pool, started.groups)):
+        for slot in range(P + 1):
+            direct = jax.jit(taskset._reset_group, static_argnums=0)(tuple(g), keys[jnp.array(g), slot])
+            got = current if slot == P else jax.tree.map(lambda x: x[:, slot], pool)
+            np.testing.assert_array_equal(got.obs, direct.obs)
+            np.testing.assert_array_equal(got.data.qpos, direct.data.qpos)
+    np.testing.assert_array_equal(obs, taskset._to_task_order(
+        [taskset._group_obs(g, s) for g, s in zip(taskset.groups, started.groups)]))
+    # Nothing used, everything started: a refill changes nothing.
+    again, obs_again = jax.jit(taskset.refill)(started, obs, jax.random.PRNGKey(4))
+    for a, b in zip(jax.tree.leaves((again, obs_again)), jax.tree.leaves((started, obs))):
+        np.testing.assert_array_equal(a, b)

@@ -116,6 +116,10 @@ def test_a_diverged_environment_ends_its_episode_and_the_run_goes_on(trainer):
     buffer, the networks or the environment state that a checkpoint would save."""
     one = program(trainer, seed=3)
     state = one.fresh_state()
+    # Start the environments (the first chunk's refill would), so that the corruption is stepped.
+    env = programs.build(programs.plan("mjx", TINY.replace(run_dir="/nonexistent/unused"))).env
+    env_state, obs = jax.vmap(env.refill)(state.env, state.obs, jax.random.split(jax.random.PRNGKey(0), 1))
+    state = state._replace(env=env_state, obs=obs)
     group = state.env.groups[0]  # PendulumSwingup, member 0, environment 0
     bad = group.replace(data=group.data.replace(qvel=group.data.qvel.at[0, 0, 0].set(jnp.nan)))
     state, metrics = run_chunks(one, state._replace(env=state.env._replace(groups=(bad,) + state.env.groups[1:])))

@@ -133,10 +133,14 @@ class GymnaxTaskSet:
             obs.append(self._obs(i, o))
         return tuple(states), jnp.stack(obs)
 
-    def refill(self, state, key):
+    def init(self, key):
+        """The first state: a reset (cheap here, unlike MJX's, whose `init` defers it)."""
+        return self.reset(key)
+
+    def refill(self, state, obs, key):
         """Nothing to do: gymnax resets are cheap, and its `step` auto-resets by itself."""
         del key
-        return state
+        return state, obs
 
     def step(self, state, action, key):
         """`action` [T, E] integers -> (new state, EnvStep with leaves [T, E, ...])."""

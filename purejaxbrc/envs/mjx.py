@@ -11,7 +11,8 @@
   kept only where an episode ended costs that on every step. So each environment keeps
   `pool_size` fresh initial states, drawn by `env.reset` ahead of time; an episode that ends
   takes the next one, and `refill` (called by the training loop once per chunk) redraws the
-  used ones. The step itself never calls `reset`. Each pooled state is an independent draw of
+  used ones. `init` makes every environment unstarted, with no physics; the first `refill`
+  starts them (so a program building the first training state compiles no physics). The step itself never calls `reset`. Each pooled state is an independent draw of
   `env.reset` with its own key, so episodes start from exactly the distribution `env.reset`
   gives. A chunk of `C` iterations ends at most `ceil(C / episode_length)` episodes per
   environment by time limits: `pool_size_for(C, episode_length)` adds one entry for a
@@ -259,39 +260,63 @@ class MJXTaskSet:
         return jax.tree.map(take, pool)
 
     # -- the functional API ------------------------------------------------------------------
+    def init(self, key=None):
+        """Every environment unstarted (`t = -1`; zeros in its state and observation): the next
+        `refill` starts them. No physics runs here, so a program that only builds the first
+        training state (its networks, its replay buffers) compiles none. `key` is unused: the
+        starting `refill` draws the first episodes."""
+        del key
+        zeros = lambda s: jnp.zeros((len(g), self.num_envs) + s.shape, s.dtype)  # noqa: E731
+        groups = []
+        for g in self.groups:
+            groups.append(jax.tree.map(zeros, _state_shapes(self.envs[g[0]])))
+        pool = tuple(jax.tree.map(lambda x: jnp.zeros(x.shape[:1] + (self.pool_size,) + x.shape[1:], x.dtype), s)
+                     for s in groups) if self.pool_size else ()
+        unstarted = jnp.full((self.num_tasks, self.num_envs), -1, jnp.int32)
+        obs = jnp.zeros((self.num_tasks, self.num_envs, self.obs_size), jnp.float32)
+        return MJXEnvState(tuple(groups), unstarted, pool, jnp.zeros_like(unstarted)), obs
+
     def reset(self, key):
         """Fresh episodes for every environment (and a full pool of initial states)."""
-        # One batch of 1 + pool_size draws per environment: each task's reset is traced (and
-        # compiled) once, which matters for 25 tasks.
-        draws = self._draw(key, 1 + self.pool_size)
-        groups = tuple(jax.tree.map(lambda x: x[:, 0], d) for d in draws)
-        pool = tuple(jax.tree.map(lambda x: x[:, 1:], d) for d in draws) if self.pool_size else ()
-        obs = self._to_task_order([self._group_obs(g, s) for g, s in zip(self.groups, groups)])
-        zeros = jnp.zeros((self.num_tasks, self.num_envs), jnp.int32)
-        return MJXEnvState(groups, zeros, pool, zeros), obs
+        return self.refill(*self.init(), key)
 
-    def _draw(self, key, n: int):
-        """`n` initial states per environment: per group, States [G, n, E, ...]."""
-        keys = task_keys(key, self.task_names, (n, self.num_envs))
-        return tuple(self._reset_group(g, keys[jnp.array(g)]) for g in self.groups)
+    def refill(self, state: MJXEnvState, obs, key):
+        """`(state, obs)` with the pool entries used since the last refill redrawn (the others
+        stay), and the unstarted environments (`init`) started on a fresh draw, their
+        observations set. Slot `i < pool_size` of every environment redraws from `keys[:, i]`,
+        an episode start from `keys[:, pool_size]` (`keys`: `task_keys(key, ..., (pool_size +
+        1, E))`).
 
-    def refill(self, state: MJXEnvState, key) -> MJXEnvState:
-        """Redraw the pool entries used since the last refill; the others stay. Costs
-        `pool_size` resets per environment when any entry was used (always, under a vmap over
-        seeds: a cond on a batched predicate runs both branches), nothing otherwise."""
-        if not self.pool_size:
-            return state
+        The draws run in a loop over slots, one batched reset of the step's shape `[G, E]`
+        per physics group and trip: the programs then hold one copy of the reset, whose kernels
+        XLA:CPU shares with the step's (a humanoid step beside a reset of its shape compiles in
+        62 s of CPU, beside one of twice its batch in 84 s). The loop runs as many trips as the
+        most-used environment needs: none when no episode ended (every slot is redrawn where
+        under a vmap over seeds one member needs it)."""
+        P = self.pool_size
+        start = state.t < 0  # [T, E]
+        need = jnp.where(start, P + 1, jnp.minimum(state.used, P))
+        keys = task_keys(key, self.task_names, (P + 1, self.num_envs))  # [T, P + 1, E, 2]
 
-        def redraw(state):
-            fresh = self._draw(key, self.pool_size)
-            pool = []
-            for g, old, new in zip(self.groups, state.pool, fresh):
-                used = state.used[jnp.array(g)]  # [G, E]
-                consumed = jnp.arange(self.pool_size)[None, :, None] < used[:, None, :]  # [G, P, E]
-                pool.append(_where(consumed, new, old))
-            return state._replace(pool=tuple(pool), used=jnp.zeros_like(state.used))
+        def slot(i, carry):
+            groups, pool = carry
+            new_groups, new_pool = [], []
+            for k, g in enumerate(self.groups):
+                idx = jnp.array(g)
+                fresh = self._reset_group(g, jax.lax.dynamic_index_in_dim(keys[idx], i, 1, keepdims=False))
+                if P:
+                    at = jnp.minimum(i, P - 1)
+                    old = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, at, 1, keepdims=False), pool[k])
+                    kept = _where((i < P) & (i < need[idx]), fresh, old)
+                    new_pool.append(jax.tree.map(lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, at, 1),
+                                                 pool[k], kept))
+                new_groups.append(_where((i == P) & start[idx], fresh, groups[k]))
+            return tuple(new_groups), tuple(new_pool)
 
-        return jax.lax.cond(jnp.any(state.used > 0), redraw, lambda s: s, state)
+        groups, pool = jax.lax.fori_loop(0, jnp.max(need), slot, (state.groups, state.pool))
+        started = self._to_task_order([self._group_obs(g, s) for g, s in zip(self.groups, groups)])
+        obs = jnp.where(start[..., None], started, obs)
+        return MJXEnvState(groups, jnp.maximum(state.t, 0), pool, jnp.zeros_like(state.used)), obs
 
     def step(self, state: MJXEnvState, action, key=None):
         """`action` [T, E, action_size] in [-1, 1] -> (new state, EnvStep). `key` is unused:
