@@ -32,12 +32,14 @@ def bench_config(base: Experiment, *, chunk: int, **overrides) -> Experiment:
 
 
 def with_full_warmup(kind: str, experiment: Experiment) -> Experiment:
-    """`experiment` whose warm-up (whole chunks, at least one) collects at least one batch: a
-    batch may not be drawn from fewer transitions (purejaxbrc.config.validate_run)."""
+    """`experiment` whose warm-up (whole chunks, at least two) collects at least one batch: a
+    batch may not be drawn from fewer transitions (purejaxbrc.config.validate_run). The first
+    chunk also starts MJX's environments (their first resets), so the env-only rate is timed
+    on the others."""
     run = experiment.run
     tasks = len(kinds.resolve_tasks(kinds.get(kind), run.tasks))
     batch = run.batch_size or default_batch_size(tasks)
-    chunks = max(1, math.ceil(run.warmup_iterations / run.chunk), math.ceil(batch / (tasks * run.num_envs * run.chunk)))
+    chunks = max(2, math.ceil(run.warmup_iterations / run.chunk), math.ceil(batch / (tasks * run.num_envs * run.chunk)))
     return experiment.replace(warmup_iterations=chunks * run.chunk)
 
 
@@ -79,7 +81,8 @@ class Started:
     chunk: Callable  # the compiled chunk: (state, it, learn_from) -> (state, metrics, finite flags)
     state: object
     it: int
-    init_s: float  # building the first state (the reset pools)
+    init_s: float  # building the first state (networks, buffers; MJX: no physics)
+    first_chunk_s: float  # the first warm-up chunk, which also starts MJX's environments
     compile_s: float
     env_only_s: float  # seconds per warm-up chunk (act, step, insert; no gradient steps)
 
@@ -114,13 +117,16 @@ def start_fused(kind: str, experiment: Experiment) -> Started:
     chunk = built.program.compile_chunk(state)
     compile_s = time.perf_counter() - t0
 
-    warmup = range(0, run.warmup_iterations, run.chunk)
+    t0 = time.perf_counter()
+    state, _, _ = jax.block_until_ready(chunk(state, jnp.int32(0), learn_from))
+    first_chunk_s = time.perf_counter() - t0
+    warmup = range(run.chunk, run.warmup_iterations, run.chunk)
     t0 = time.perf_counter()
     for it in warmup:  # random actions, no updates
         state, _, _ = chunk(state, jnp.int32(it), learn_from)
     jax.block_until_ready(state)
     env_only_s = (time.perf_counter() - t0) / len(warmup)
-    started = Started(built, chunk, state, run.warmup_iterations, init_s, compile_s, env_only_s)
+    started = Started(built, chunk, state, run.warmup_iterations, init_s, first_chunk_s, compile_s, env_only_s)
     started.advance(1)  # the first learning chunk
     return started
 
@@ -140,7 +146,7 @@ def measure_fused(kind: str, experiment: Experiment, timed_chunks: int, report=N
         critic_width=started.experiment.agent.critic_width, batch_size=run.batch_size, utd=run.utd,
         matmul_dtype=started.experiment.agent.critic_matmul_dtype,
         chunk_iterations=run.chunk, warmup_iterations=run.warmup_iterations,
-        init_s=started.init_s, compile_s=started.compile_s,
+        init_s=started.init_s, first_chunk_s=started.first_chunk_s, compile_s=started.compile_s,
         env_only_iterations_per_s=run.chunk / started.env_only_s,
         env_only_env_steps_per_s=run.chunk * steps_per_it / started.env_only_s)
     report(**record)

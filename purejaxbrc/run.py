@@ -166,7 +166,8 @@ def run(built: Built, log=print):
     # Compile ahead of time (compile time is reported apart from run time). Whatever may fail on
     # bad input (a checkpoint, a transfer's source) is read first. Each piece starts compiling
     # in the background as soon as it is traced, while the next is traced; a fresh run builds its
-    # initial state (the reset pools, the networks' init) once `init` is compiled.
+    # initial state (the networks' init, the replay buffers; MJX's environments start in the
+    # first chunk) once `init` is compiled.
     t0 = time.perf_counter()
     resumed = resumed_start(built, abstract, log) if config.resume else None
     source = None if config.resume else transfer.source_agent(built, abstract)

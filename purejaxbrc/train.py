@@ -38,7 +38,7 @@ class TrainState(NamedTuple):
     buffer: buffer.BufferState
     norm: normalizer.NormalizerState
     env: Any
-    obs: jax.Array  # [T, E, ...] observation to act on
+    obs: jax.Array  # [T, E, ...] observation to act on (MJX: zeros until the first chunk's refill)
     key: jax.Array
     eval_key: jax.Array  # evaluation environments are seeded apart from training ones
     hparams: dict  # the member's swept hyperparameters: float32 scalars by name

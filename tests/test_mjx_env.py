@@ -89,10 +89,8 @@ def test_step_never_calls_reset(taskset, monkeypatch):
     jax.make_jaxpr(lambda s, a: taskset.step(s, a))(state, jnp.zeros((3, 2, 1)))
 
 
-def run_steps(taskset, state, n, refill_key=None):
+def run_steps(taskset, state, n):
     step = jax.jit(taskset.step)
-    if refill_key is not None:
-        state, _ = jax.jit(taskset.refill)(state, jnp.zeros((3, 2, taskset.obs_size)), refill_key)
     steps = []
     for _ in range(n):
         state, out = step(state, jnp.full((3, 2, 1), 0.3))
@@ -133,10 +131,10 @@ def test_episode_starts_are_independent_draws_of_env_reset():
     envs = MJXTaskSet(names, num_envs=16, episode_length=2, pool_size=pool_size_for(4, 2))
     step, refill = jax.jit(envs.step), jax.jit(envs.refill)
     state, obs = envs.init()
-    starts = [[] for _ in names]
+    starts = None
     for c in range(8):  # chunks of 4 steps: two episode ends per environment each
         state, obs = refill(state, obs, jax.random.PRNGKey(100 + c))
-        if c == 0:
+        if starts is None:
             starts = [[np.asarray(obs[i])] for i in range(len(names))]  # the first episodes
         for _ in range(4):
             state, out = step(state, jax.random.uniform(jax.random.PRNGKey(c), (2, 16, 1), minval=-1))
@@ -193,11 +191,39 @@ def test_init_holds_no_physics_and_the_first_refill_starts_every_environment(tas
         for slot in range(P + 1):
             direct = jax.jit(taskset._reset_group, static_argnums=0)(tuple(g), keys[jnp.array(g), slot])
             got = current if slot == P else jax.tree.map(lambda x: x[:, slot], pool)
-            np.testing.assert_array_equal(got.obs, direct.obs)
-            np.testing.assert_array_equal(got.data.qpos, direct.data.qpos)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(direct)):
+                np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(obs, taskset._to_task_order(
         [taskset._group_obs(g, s) for g, s in zip(taskset.groups, started.groups)]))
     # Nothing used, everything started: a refill changes nothing.
     again, obs_again = jax.jit(taskset.refill)(started, obs, jax.random.PRNGKey(4))
     for a, b in zip(jax.tree.leaves((again, obs_again)), jax.tree.leaves((started, obs))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_refill_of_members_that_need_different_draws_equals_each_alone(taskset):
+    """Under a vmap over members the loop runs as many trips as the neediest member: one
+    unstarted, one past its pool (3 episodes ended, pool of 2: every slot redrawn) with one
+    environment unstarted among started ones, one that used nothing (unchanged)."""
+    fresh, fresh_obs = jax.jit(taskset.reset)(jax.random.PRNGKey(5))
+    worn, steps = run_steps(taskset, fresh, 12)
+    np.testing.assert_array_equal(worn.used, 3)
+    worn = worn._replace(t=worn.t.at[2, 1].set(-1))  # CartpoleSwingup's second environment
+    members = [taskset.init(), (worn, steps[-1].obs), (fresh, fresh_obs)]
+    keys = jax.random.split(jax.random.PRNGKey(9), len(members))
+    together = jax.jit(jax.vmap(taskset.refill))(*jax.tree.map(lambda *xs: jnp.stack(xs), *members), keys)
+    refill = jax.jit(taskset.refill)
+    alone = [refill(state, obs, k) for (state, obs), k in zip(members, keys)]
+    for m, one in enumerate(alone):
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(together)):
+            np.testing.assert_allclose(b[m], a, rtol=1e-5, atol=1e-6)  # vmapped solvers round differently
+    (worn_state, worn_obs), (kept, kept_obs) = alone[1], alone[2]
+    for slot in range(taskset.pool_size):  # every slot of the worn state was redrawn
+        assert (np.abs(pool_obs(taskset, worn_state, slot) - pool_obs(taskset, worn, slot)).max(-1) > 0).all()
+    restarted = np.zeros((3, 2), bool)
+    restarted[2, 1] = True
+    np.testing.assert_array_equal(worn_obs[~restarted], steps[-1].obs[~restarted])
+    assert np.abs(np.asarray(worn_obs[2, 1] - steps[-1].obs[2, 1])).max() > 0
+    np.testing.assert_array_equal(worn_state.t, np.where(restarted, 0, worn.t))
+    for a, b in zip(jax.tree.leaves((kept, kept_obs)), jax.tree.leaves((fresh, fresh_obs))):
         np.testing.assert_array_equal(a, b)

@@ -12,7 +12,8 @@
   `pool_size` fresh initial states, drawn by `env.reset` ahead of time; an episode that ends
   takes the next one, and `refill` (called by the training loop once per chunk) redraws the
   used ones. `init` makes every environment unstarted, with no physics; the first `refill`
-  starts them (so a program building the first training state compiles no physics). The step itself never calls `reset`. Each pooled state is an independent draw of
+  starts them (so a program building the first training state compiles no physics). The step
+  itself never calls `reset`. Each pooled state is an independent draw of
   `env.reset` with its own key, so episodes start from exactly the distribution `env.reset`
   gives. A chunk of `C` iterations ends at most `ceil(C / episode_length)` episodes per
   environment by time limits: `pool_size_for(C, episode_length)` adds one entry for a
@@ -72,7 +73,7 @@ def pool_size_for(chunk: int, episode_length: int) -> int:
 
 class MJXEnvState(NamedTuple):
     groups: tuple  # per physics group: Playground State with leaves [G, E, ...]
-    t: jax.Array  # [T, E] int32 steps into the current episode
+    t: jax.Array  # [T, E] int32 steps into the current episode; -1: not started (`init`)
     pool: tuple  # per physics group: fresh initial States with leaves [G, P, E, ...]
     used: jax.Array  # [T, E] int32 pool entries taken since the last refill
 
@@ -291,8 +292,8 @@ class MJXTaskSet:
         per physics group and trip: the programs then hold one copy of the reset, whose kernels
         XLA:CPU shares with the step's (a humanoid step beside a reset of its shape compiles in
         62 s of CPU, beside one of twice its batch in 84 s). The loop runs as many trips as the
-        most-used environment needs: none when no episode ended (every slot is redrawn where
-        under a vmap over seeds one member needs it)."""
+        most-used environment needs: none when no episode ended (under a vmap over seeds, as
+        many as the member that needs most; each environment keeps what it does not need)."""
         P = self.pool_size
         start = state.t < 0  # [T, E]
         need = jnp.where(start, P + 1, jnp.minimum(state.used, P))
