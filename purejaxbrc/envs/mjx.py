@@ -155,6 +155,19 @@ def _forward(model, data):
     return mjx.forward(model, data)
 
 
+@functools.cache
+def _dynamics(env):
+    """`(step, forward)`: `env`'s MJX dynamics for one environment, each a `jax.jit` made once per
+    environment (and `load_task` makes one per task): JAX keeps a jitted function's trace for
+    the shapes it was called with, so the training chunk and the evaluation, and the reset and
+    the refill, trace MJX's dynamics once between them, not once each (Python tracing, one
+    core; XLA inlines the calls, so the compiled programs are as before)."""
+    from mujoco_playground._src import mjx_env
+    model, substeps = env.mjx_model, env.n_substeps
+    return (jax.jit(lambda data, action: mjx_env.step(model, data, action, substeps)),
+            jax.jit(lambda data: _forward(model, data)))
+
+
 def _data_before_forward(env, key):
     """The data `env.reset(key)` passes to `mjx.forward`: its reset traced up to that call."""
     def capture(model, data):
@@ -216,7 +229,7 @@ class MJXTaskSet:
         flat = keys.reshape((len(group), -1, keys.shape[-1]))  # [G, B, 2]
         before = [jax.vmap(functools.partial(_data_before_forward, self.envs[i]))(flat[k]) for k, i in enumerate(group)]
         before = jax.tree.map(lambda *xs: jnp.stack(xs), *before)
-        forwarded = jax.vmap(jax.vmap(lambda d: _forward(first.mjx_model, d)))(before)
+        forwarded = jax.vmap(jax.vmap(_dynamics(first)[1]))(before)
         states = []
         for k, i in enumerate(group):
             def task_reset(key, data, env=self.envs[i]):
@@ -238,9 +251,7 @@ class MJXTaskSet:
         """One batched physics call for the group, then each task's own step code."""
         first = self.envs[group[0]]
         acts = jnp.stack([task_action(actions[i], self.action_dims[i]) for i in group])  # [G, E, A]
-        from mujoco_playground._src import mjx_env
-        physics = jax.vmap(jax.vmap(lambda d, a: mjx_env.step(first.mjx_model, d, a, first.n_substeps)))
-        data_next = physics(states.data, acts)
+        data_next = jax.vmap(jax.vmap(_dynamics(first)[0]))(states.data, acts)
         out = []
         for k, i in enumerate(group):
             def task_step(state, action, data, env=self.envs[i]):
