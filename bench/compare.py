@@ -12,14 +12,16 @@ CHEAP = "CartpoleBalance,CartpoleSwingup,PendulumSwingup"
 
 
 def compare_config(args, tasks: str, num_seeds: int, steps: int) -> Experiment:
-    """Our side of a comparison: the networks, batch per task and UTD brax gets; a third of
-    the steps warm up, a third learn untimed (brax's first epoch, which compiles), a third is
-    timed (brax's second epoch)."""
+    """Our side of a comparison: the networks, batch per task and UTD brax gets; half of the
+    steps warm up (two chunks: bench/fused.py times the env-only rate on the second, as the
+    first also starts the environments), a quarter learn untimed (brax's first epoch, which
+    compiles), a quarter is timed (brax's second epoch). Brax and the unfused loop warm up as
+    long."""
     n = len(tasks.split(","))
-    warmup = steps // 3
+    chunk = steps // 4
     return Experiment(
         RunConfig(tasks=tasks, num_seeds=num_seeds, batch_size=args.compare_batch * n, utd=2,
-                  warmup_iterations=warmup, chunk_iterations=warmup, eval_every=warmup,
+                  warmup_iterations=2 * chunk, chunk_iterations=chunk, eval_every=chunk,
                   total_iterations=steps, eval_episodes=1),
         SACConfig(critic_width=args.compare_width, actor_width=args.compare_width, actor_depth=2))
 
@@ -34,7 +36,7 @@ def compare(args, log) -> tuple[list[dict], dict]:
         experiment = compare_config(args, tasks, seeds, steps)
         config = experiment.run
         log(f"{label}: fused loop, {tasks} x {seeds} seeds ...")
-        ours = measure_fused("mjx", experiment, timed_chunks=max(1, steps // config.chunk - 2))
+        ours = measure_fused("mjx", experiment, timed_chunks=max(1, steps // config.chunk - 3))
         ours.update(name=f"fused_{label}")
         hidden = 1 + 2 * experiment.agent.critic_depth  # BroNet matmuls before the head
         log(f"{label}: brax SAC, {len(tasks.split(','))} tasks x {seeds} seeds, one run each ...")

@@ -121,6 +121,7 @@ def start_fused(kind: str, experiment: Experiment) -> Started:
     state, _, _ = jax.block_until_ready(chunk(state, jnp.int32(0), learn_from))
     first_chunk_s = time.perf_counter() - t0
     warmup = range(run.chunk, run.warmup_iterations, run.chunk)
+    assert len(warmup) >= 1, "with_full_warmup plans at least two warm-up chunks"
     t0 = time.perf_counter()
     for it in warmup:  # random actions, no updates
         state, _, _ = chunk(state, jnp.int32(it), learn_from)

@@ -161,7 +161,8 @@ def _dynamics(env):
     environment (and `load_task` makes one per task): JAX keeps a jitted function's trace for
     the shapes it was called with, so the training chunk and the evaluation, and the reset and
     the refill, trace MJX's dynamics once between them, not once each (Python tracing, one
-    core; XLA inlines the calls, so the compiled programs are as before)."""
+    core; XLA inlines the calls: the programs compile as long as before and give the same
+    numbers up to rounding)."""
     from mujoco_playground._src import mjx_env
     model, substeps = env.mjx_model, env.n_substeps
     return (jax.jit(lambda data, action: mjx_env.step(model, data, action, substeps)),
