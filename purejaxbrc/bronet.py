@@ -12,17 +12,17 @@ import jax
 import jax.numpy as jnp
 
 from purejaxbrc import backend
+from purejaxbrc.orthogonal import orthogonal
 
 
 class Dense(eqx.Module):
-    """`x @ kernel + bias` with an orthogonal kernel and a zero bias."""
+    """`x @ kernel + bias` with an orthogonal kernel (purejaxbrc.orthogonal) and a zero bias."""
 
     kernel: jax.Array  # [in, out]
     bias: jax.Array  # [out]
 
     def __init__(self, key, in_features: int, out_features: int, gain: float = math.sqrt(2.0)):
-        init = jax.nn.initializers.orthogonal(scale=gain)
-        self.kernel = init(key, (in_features, out_features), jnp.float32)
+        self.kernel = orthogonal(key, (in_features, out_features), gain)
         self.bias = jnp.zeros((out_features,), jnp.float32)
 
     def __call__(self, x, compute_dtype=None):

@@ -28,6 +28,7 @@ from purejaxbrc.agent import AgentConfig, masked, polyak
 from purejaxbrc.bronet import BroNet, Dense
 from purejaxbrc.config import ConfigError, positive, require
 from purejaxbrc.embedding import TaskEmbedding
+from purejaxbrc.orthogonal import orthogonal
 from purejaxbrc.padding import valid_action_mask
 
 
@@ -62,8 +63,7 @@ class Conv3x3(eqx.Module):
     bias: jax.Array  # [out]
 
     def __init__(self, key, in_channels: int, out_channels: int, gain: float = math.sqrt(2.0)):
-        init = jax.nn.initializers.orthogonal(scale=gain)
-        self.kernel = init(key, (9 * in_channels, out_channels), jnp.float32).reshape(
+        self.kernel = orthogonal(key, (9 * in_channels, out_channels), gain).reshape(
             3, 3, in_channels, out_channels)
         self.bias = jnp.zeros((out_channels,), jnp.float32)
 

@@ -4,7 +4,7 @@ jaxlib 0.10 runs a batched LAPACK call whose estimated work reaches `INLINE_WORK
 pieces on XLA:CPU's intra-op pool and blocks the pool thread that made the call until they
 finish (`ParallelBatchMap` in jaxlib/cpu/lapack_kernels.cc). Our programs make such calls:
 MJX's constraint solver (Cholesky, triangular solves) vmapped over environments, tasks and
-seeds, and orthogonal initialisation (QR) vmapped over the critic ensemble. Once as many of
+seeds, and orthogonal initialisation (orgqr: purejaxbrc.orthogonal) vmapped over the critic ensemble. Once as many of
 them are in flight as the pool has threads, every thread waits and none is left to run the
 pieces: a silent deadlock. A pool of 32 threads made it unlikely but, on 2 cores, cost about a
 fifth of the learning iteration rate at critic widths 128 to 512 (bench/results/lockstep-*.json).
@@ -53,10 +53,16 @@ def _qr_work(a, *, full_matrices, **_):
     return _complex(a) * 4 * m * max(n, m if full_matrices else k) * k
 
 
+def _householder_product_work(a, taus, **_):
+    m, n = a.shape[-2:]
+    return _complex(a) * 4 * m * n * taus.shape[-1]
+
+
 WORK = {
     jax.lax.linalg.cholesky_p: _cholesky_work,
     jax.lax.linalg.triangular_solve_p: _triangular_solve_work,
     jax.lax.linalg.qr_p: _qr_work,
+    jax.lax.linalg.householder_product_p: _householder_product_work,  # orthogonal init (orgqr)
 }
 _STOCK = {}  # JAX's own rule per primitive, while ours is installed
 

@@ -110,14 +110,19 @@ def finite_flags(agent_state):
     return {name: finite(getattr(agent_state, name)) for name in fields}
 
 
+# The BLAS libraries loaded, found once here: finding them runs a Python callback per loaded
+# library, which on a thread beside one that traces waits for the GIL each time (7 s, measured).
+_BLAS = threadpoolctl.ThreadpoolController()
+
+
 @contextlib.contextmanager
 def one_blas_thread():
     """LAPACK on one thread (scipy's OpenBLAS, which jaxlib calls on the CPU) for what runs
-    inside, to its end: the networks' orthogonal init (a QR per kernel) then gives the same
+    inside, to its end: the networks' orthogonal init (orgqr per kernel) then gives the same
     numbers on any number of cores, and does not slow down many times over while compiles run:
     OpenBLAS's threads wait for cores that others hold (a 4096 x 4096 QR on 2 cores: 2.4 s
     alone, up to 84 s beside a busy process, 4.4 s on one thread either way)."""
-    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    with _BLAS.limit(limits=1, user_api="blas"):
         yield
 
 
@@ -131,19 +136,21 @@ class Compiling:
     """XLA compiling a program's pieces on background threads, `workers` at a time, in the order
     they are `add`ed: the caller traces the next piece (Python, which holds the GIL) while the
     ones before it compile (XLA releases it). `get(name)` waits for that piece alone; `seconds`:
-    each piece's own compile time. The threads are daemons: Ctrl-C or bad input exits at once,
-    not after a compile."""
+    each piece's own compile time; `then_seconds`: the time of each piece's `then`. The threads
+    are daemons: Ctrl-C or bad input exits at once, not after a compile."""
 
     def __init__(self, batched_members: bool, workers: int | None = None):
-        self.workers, self.seconds, self._end = workers or compile_workers(), {}, {}
+        self.workers, self.seconds, self.then_seconds, self._end = workers or compile_workers(), {}, {}, {}
         self._batched, self._t0, self._futures = batched_members, time.perf_counter(), {}
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         for i in range(self.workers):
             threading.Thread(target=self._work, name=f"compile {i}", daemon=True).start()
 
-    def add(self, name: str, lowered) -> None:
+    def add(self, name: str, lowered, then=None) -> None:
+        """`then(compiled)`, if given, runs on the same thread right after the compile, and `get`
+        returns its result: the initial state is computed while the caller traces on."""
         self._futures[name] = Future()
-        self._queue.put((name, lowered))
+        self._queue.put((name, lowered, then))
 
     def close(self) -> None:
         """No more pieces: each thread ends once the queue is empty (and lets go of this)."""
@@ -152,15 +159,18 @@ class Compiling:
 
     def _work(self):
         while (item := self._queue.get()) is not None:
-            name, lowered = item
+            name, lowered, then = item
             t = time.perf_counter()
             try:
                 out = compile_lowered(lowered, self._batched) if name == "chunk" else lowered.compile()
+                self._end[name] = time.perf_counter()
+                self.seconds[name] = self._end[name] - t
+                if then is not None:
+                    out = then(out)
+                    self.then_seconds[name] = time.perf_counter() - self._end[name]
             except BaseException as e:  # handed to whoever waits for this piece
                 self._futures[name].set_exception(e)
                 continue
-            self._end[name] = time.perf_counter()
-            self.seconds[name] = self._end[name] - t
             self._futures[name].set_result(out)
 
     def get(self, name: str):

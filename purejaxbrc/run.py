@@ -62,10 +62,10 @@ class Start(NamedTuple):
     compile_s: float
 
 
-def fresh_start(built: Built, init, source) -> Start:
-    """A new run: the fresh state (`init`: the compiled init), or a transfer run's pretrained
-    networks (`source`: purejaxbrc.transfer.source_agent) mapped onto it."""
-    state = transfer.initial_state(built, built.program.fresh_state(init), source)
+def fresh_start(built: Built, fresh, source) -> Start:
+    """A new run: the fresh state (`fresh`: `Program.fresh_state`), or a transfer run's
+    pretrained networks (`source`: purejaxbrc.transfer.source_agent) mapped onto it."""
+    state = transfer.initial_state(built, fresh, source)
     return Start(jax.block_until_ready(state), 0, built.plan.experiment.run.warmup_iterations, 0.0, 0.0)
 
 
@@ -165,9 +165,10 @@ def run(built: Built, log=print):
 
     # Compile ahead of time (compile time is reported apart from run time). Whatever may fail on
     # bad input (a checkpoint, a transfer's source) is read first. Each piece starts compiling
-    # in the background as soon as it is traced, while the next is traced; a fresh run builds its
-    # initial state (the networks' init, the replay buffers; MJX's environments start in the
-    # first chunk) once `init` is compiled.
+    # in the background as soon as it is traced, while the next is traced. A fresh run's initial
+    # state (the networks' init: a QR per kernel, a minute of CPU for the paper's critic; the
+    # replay buffers; MJX's environments start in the first chunk) is built on init's compile
+    # thread right after that compile, while the chunk is still being traced.
     t0 = time.perf_counter()
     resumed = resumed_start(built, abstract, log) if config.resume else None
     source = None if config.resume else transfer.source_agent(built, abstract)
@@ -176,7 +177,7 @@ def run(built: Built, log=print):
     try:
         t_trace = time.perf_counter()
         if not config.resume:
-            compiling.add("init", prog.init.lower(*prog.inputs()))
+            compiling.add("init", prog.init.lower(*prog.inputs()), then=prog.fresh_state)
         compiling.add("chunk", prog.lower_chunk(abstract))
         compiling.add("evaluate", prog.lower_evaluate(abstract))
         fingerprints = {f"fingerprint {k}": v for k, v in lower_fingerprints(abstract, config.buffer_checkpoint).items()}
@@ -185,10 +186,10 @@ def run(built: Built, log=print):
         traced_s = time.perf_counter() - t_trace
     finally:
         compiling.close()
-    init = None if config.resume else compiling.get("init")
+    fresh = None if config.resume else compiling.get("init")
     t_state = time.perf_counter()
-    start = resumed or fresh_start(built, init, source)
-    state_s = read_s + (0.0 if config.resume else time.perf_counter() - t_state)
+    start = resumed or fresh_start(built, fresh, source)
+    state_s = read_s + compiling.then_seconds.get("init", 0.0) + time.perf_counter() - t_state
     chunk, evaluate = compiling.get("chunk"), compiling.get("evaluate")
     compile_s = time.perf_counter() - t0
     ckpts = Checkpoints(config.run_dir, config.keep_checkpoints, sharding=prog.sharding,

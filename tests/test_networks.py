@@ -8,6 +8,7 @@ from purejaxbrc.actor import TanhGaussianActor
 from purejaxbrc.bronet import BroNet, LayerNorm, matmul
 from purejaxbrc.critic import CategoricalCritic
 from purejaxbrc.embedding import TaskEmbedding
+from purejaxbrc.orthogonal import haar_columns, orthogonal
 from purejaxbrc.padding import pad_last_axis, task_action, valid_action_mask
 
 pytestmark = pytest.mark.numerics  # numbers only: `pytest -m numerics` selects these (on a GPU too)
@@ -134,3 +135,47 @@ def test_actor_log_std_range_and_log_prob():
     std = jnp.exp(log_std)
     ref = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi) - jnp.log(1 - a ** 2)).sum(-1)
     np.testing.assert_allclose(logp, ref, rtol=1e-3)
+
+
+def _householder_qr_reduced_columns(g):
+    """Plain-numpy Householder QR (LAPACK's convention, float64): the column each reflector is
+    built from (rows j.. of column j after the earlier reflections), stacked as geqrf sees them."""
+    a, k = np.array(g, np.float64), g.shape[1]
+    seen = np.zeros_like(a)
+    for j in range(k):
+        x = a[j:, j].copy()
+        seen[j:, j] = x
+        alpha, tail = x[0], np.linalg.norm(x[1:])
+        if tail == 0:
+            continue
+        beta = -np.copysign(np.hypot(alpha, tail), alpha)
+        v = x / (alpha - beta)
+        v[0] = 1.0
+        a[j:, :] -= (beta - alpha) / beta * np.outer(v, v @ a[j:, :])
+    return seen
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (7, 3), (1, 1)])
+def test_orthogonal_equals_qr_of_the_gaussian_its_reflectors_come_from(shape):
+    """Fed the columns a Householder QR of G reduces, `haar_columns` gives Q of G's QR with R's
+    diagonal made positive: what jax.nn.initializers.orthogonal returns for G."""
+    g = np.asarray(jax.random.normal(jax.random.PRNGKey(3), shape), np.float64)
+    q, r = np.linalg.qr(g)
+    want = q * np.sign(np.diag(r))
+    got = haar_columns(jnp.asarray(_householder_qr_reduced_columns(g), jnp.float32))
+    np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_orthogonal_shapes_gain_and_haar_moments():
+    for shape in [(6, 4), (4, 6), (3, 3, 2, 5)]:
+        w = np.asarray(orthogonal(jax.random.PRNGKey(0), shape, 1.5)).reshape(-1, shape[-1])
+        gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        np.testing.assert_allclose(gram, 2.25 * np.eye(len(gram)), atol=1e-5)
+    # Haar on O(3): E[q00] = 0, E[q00^2] = 1/3, E[q00^4] = 3/15, E[tr] = 0, E[tr^2] = 1, det = +-1
+    # with probability 1/2 each; 20000 draws, bounds of at least 4 standard errors.
+    q = np.asarray(jax.vmap(lambda k: orthogonal(k, (3, 3)))(jax.random.split(jax.random.PRNGKey(1), 20000)))
+    n, q00, tr = len(q), q[:, 0, 0], np.trace(q, axis1=1, axis2=2)
+    assert abs(q00.mean()) < 4 * np.sqrt(1 / 3 / n)
+    assert abs((q00 ** 2).mean() - 1 / 3) < 0.01 and abs((q00 ** 4).mean() - 0.2) < 0.01
+    assert abs(tr.mean()) < 4 / np.sqrt(n) and abs((tr ** 2).mean() - 1.0) < 0.05
+    assert abs((np.linalg.det(q) > 0).mean() - 0.5) < 4 * np.sqrt(0.25 / n)
