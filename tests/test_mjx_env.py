@@ -25,6 +25,18 @@ def test_groups_and_padding(taskset):
     assert [observation_size(e) for e in taskset.envs] == [e.observation_size for e in taskset.envs] == [5, 3, 5]
 
 
+@pytest.mark.parametrize("name", ["CartpoleBalance", "PendulumSwingup", "CheetahRun", "FingerSpin"])
+def test_state_shapes_leave_out_the_forward_and_equal_a_full_resets(name):
+    """A task's State shapes are traced without the reset's `mjx.forward` (it fills in fields of
+    the data, never changes their shapes or dtypes); they equal those of the whole reset."""
+    from purejaxbrc.envs.mjx import _state_shapes, load_task
+    env = load_task(name)
+    got, want = _state_shapes(env), jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(got)] == \
+        [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(want)]
+
+
 def test_batched_physics_equals_each_tasks_own_step(taskset):
     state, _ = jax.jit(taskset.reset)(jax.random.PRNGKey(1))
     action = jax.random.uniform(jax.random.PRNGKey(2), (3, 2, 1), minval=-1, maxval=1)

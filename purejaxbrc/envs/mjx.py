@@ -80,8 +80,15 @@ class MJXEnvState(NamedTuple):
 
 @functools.cache
 def _state_shapes(env):
-    """The shapes of `env`'s State (tracing a reset: cached, as every task set of a run asks)."""
-    return jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+    """The shapes of `env`'s State: its reset traced without the `mjx.forward` it makes, which
+    fills in fields of the data and changes none of their shapes (tests/test_mjx_env.py). Tracing
+    the forward costs seconds per task (most of building a task set), and the programs trace
+    it again anyway: they do so inside a shard_map, a context JAX keeps its traces apart for.
+    Cached, as every task set of a run asks."""
+    def reset(key):
+        with _forward_replaced(lambda model, data: data):
+            return env.reset(key)
+    return jax.eval_shape(reset, jax.random.PRNGKey(0))
 
 
 def observation_size(env) -> int:
