@@ -4,9 +4,9 @@ jaxlib 0.10 runs a batched LAPACK call whose estimated work reaches `INLINE_WORK
 pieces on XLA:CPU's intra-op pool and blocks the pool thread that made the call until they
 finish (`ParallelBatchMap` in jaxlib/cpu/lapack_kernels.cc). Our programs make such calls:
 MJX's constraint solver (Cholesky, triangular solves) vmapped over environments, tasks and
-seeds, and orthogonal initialisation (orgqr: purejaxbrc.orthogonal) vmapped over the critic ensemble. Once as many of
-them are in flight as the pool has threads, every thread waits and none is left to run the
-pieces: a silent deadlock. A pool of 32 threads made it unlikely but, on 2 cores, cost about a
+seeds, and orthogonal initialisation (orgqr, purejaxbrc.orthogonal; QR before) vmapped over the
+critic ensemble. Once as many of them are in flight as the pool has threads, every thread
+waits and none is left to run the pieces: a silent deadlock. A pool of 32 threads made it unlikely but, on 2 cores, cost about a
 fifth of the learning iteration rate at critic widths 128 to 512 (bench/results/lockstep-*.json).
 
 So `install()` changes how these primitives batch when the program is lowered for the CPU: a

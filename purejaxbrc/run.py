@@ -166,7 +166,7 @@ def run(built: Built, log=print):
     # Compile ahead of time (compile time is reported apart from run time). Whatever may fail on
     # bad input (a checkpoint, a transfer's source) is read first. Each piece starts compiling
     # in the background as soon as it is traced, while the next is traced. A fresh run's initial
-    # state (the networks' init: a QR per kernel, a minute of CPU for the paper's critic; the
+    # state (the networks' init: an orgqr per kernel, 23 s of CPU for the paper's critic; the
     # replay buffers; MJX's environments start in the first chunk) is built on init's compile
     # thread right after that compile, while the chunk is still being traced.
     t0 = time.perf_counter()

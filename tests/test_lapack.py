@@ -19,13 +19,15 @@ from purejaxbrc.lapack import INLINE_WORK
 
 
 def factorise(a):
-    """What MJX's solver and orthogonal init ask of LAPACK: Cholesky, triangular solves, QR."""
+    """What MJX's solver and orthogonal init ask of LAPACK: Cholesky, triangular solves, QR,
+    the Householder product (orgqr)."""
     spd = a @ a.T + a.shape[-1] * jnp.eye(a.shape[-1])
     chol = jnp.linalg.cholesky(spd)
     left = jax.scipy.linalg.solve_triangular(chol, spd, lower=True)
     right = jax.lax.linalg.triangular_solve(chol, spd[:3], left_side=False, lower=True)
     q, r = jnp.linalg.qr(a)
-    return chol, left, right, q, r
+    product = jax.lax.linalg.householder_product(a, jnp.full(a.shape[-1:], 1.5, a.dtype))
+    return chol, left, right, q, r, product
 
 
 def matrices(shape, seed=0):

@@ -87,7 +87,7 @@ def test_the_layers_are_those_the_readme_draws():
     _, edges = graph()
     layers = [
         {"purejaxbrc.backend", "purejaxbrc.config", "purejaxbrc.agent", "purejaxbrc.sac", "purejaxbrc.dqn", "purejaxbrc.train",
-         "purejaxbrc.buffer", "purejaxbrc.normalizer", "purejaxbrc.categorical", "purejaxbrc.bronet",
+         "purejaxbrc.buffer", "purejaxbrc.normalizer", "purejaxbrc.categorical", "purejaxbrc.bronet", "purejaxbrc.orthogonal",
          "purejaxbrc.critic", "purejaxbrc.actor", "purejaxbrc.embedding", "purejaxbrc.padding",
          "purejaxbrc.envs", "purejaxbrc.envs.base", "purejaxbrc.envs.mjx", "purejaxbrc.envs.gymnax",
          "purejaxbrc.lapack", "purejaxbrc.aggregate", "purejaxbrc.video"},
