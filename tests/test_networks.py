@@ -179,3 +179,28 @@ def test_orthogonal_shapes_gain_and_haar_moments():
     assert abs((q00 ** 2).mean() - 1 / 3) < 0.01 and abs((q00 ** 4).mean() - 0.2) < 0.01
     assert abs(tr.mean()) < 4 / np.sqrt(n) and abs((tr ** 2).mean() - 1.0) < 0.05
     assert abs((np.linalg.det(q) > 0).mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+
+
+def test_orthogonal_init_is_the_same_on_one_core_and_two():
+    """The initial networks do not depend on how many cores XLA:CPU and OpenBLAS may use (under
+    `one_blas_thread` to the end of the computation, as `Program.fresh_state` builds them:
+    JAX dispatches asynchronously, and a LAPACK call still running once the limit is lifted
+    may split over OpenBLAS's threads): an init on one core and on two, vmapped and not."""
+    import os
+    import subprocess
+    import sys
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    code = ("import hashlib, jax, numpy as np\n"
+            "from purejaxbrc.orthogonal import orthogonal\n"
+            "from purejaxbrc.program import one_blas_thread\n"
+            "keys = jax.random.split(jax.random.PRNGKey(0), 2)\n"
+            "with one_blas_thread():\n"
+            "    w = jax.block_until_ready(jax.jit(jax.vmap(lambda k: orthogonal(k, (512, 384), 1.4)))(keys))\n"
+            "    v = jax.block_until_ready(jax.jit(lambda k: orthogonal(k, (300, 700)))(keys[0]))\n"
+            "print(hashlib.sha256(np.asarray(w).tobytes() + np.asarray(v).tobytes()).hexdigest())\n")
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    out = [subprocess.run(["taskset", "-c", ",".join(map(str, c)), sys.executable, "-c", code], check=True,
+                          capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu")).stdout.split()[-1]
+           for c in (cores[:1], cores)]
+    assert out[0] == out[1]
