@@ -189,8 +189,9 @@ def test_orthogonal_init_is_the_same_on_one_core_and_two():
     import os
     import subprocess
     import sys
-    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs two cores")
+    import shutil
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"):
+        pytest.skip("needs two cores and taskset")
     code = ("import hashlib, jax, numpy as np\n"
             "from purejaxbrc.orthogonal import orthogonal\n"
             "from purejaxbrc.program import one_blas_thread\n"
