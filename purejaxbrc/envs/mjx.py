@@ -32,6 +32,7 @@ import math
 from typing import NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -162,18 +163,63 @@ def _forward(model, data):
     return mjx.forward(model, data)
 
 
+class _Traced:
+    """`jax.jit(fn)` that keeps its own traces, one per argument types. JAX's trace caches hold
+    2048 entries each, and MJX's many inner jitted functions push a large task set's dynamics
+    out of them between the training chunk and the evaluation (which then traced `dmc`'s 17
+    physics groups again: 90 s). Called with a kept trace, it costs one equation."""
+
+    def __init__(self, fn):
+        self._jit, self._traces = jax.jit(fn), {}
+
+    def __call__(self, *args):
+        flat, tree = jax.tree.flatten(args)
+        key = (tree, tuple(jax.typeof(x) for x in flat))
+        if key not in self._traces:
+            self._traces[key] = jax.make_jaxpr(self._jit, return_shape=True)(*args)
+        jaxpr, shapes = self._traces[key]
+        return jax.tree.unflatten(jax.tree.structure(shapes), jax.extend.core.jaxpr_as_fun(jaxpr)(*flat))
+
+
 @functools.cache
 def _dynamics(env):
-    """`(step, forward)`: `env`'s MJX dynamics for one environment, each a `jax.jit` made once per
-    environment (and `load_task` makes one per task): JAX keeps a jitted function's trace for
-    the shapes it was called with, so the training chunk and the evaluation, and the reset and
-    the refill, trace MJX's dynamics once between them, not once each (Python tracing, one
-    core; XLA inlines the calls: the programs compile as long as before and give the same
-    numbers up to rounding)."""
+    """`(step, forward)`: `env`'s MJX dynamics over a batch of environments (leading axis), made
+    once per environment (and `load_task` makes one per task): the training chunk and the
+    evaluation, and the reset and the refill, trace MJX's dynamics once between them, not once
+    each (Python tracing, one core; XLA inlines the calls). The vmaps are inside the jits: a
+    vmap of a jitted function traces it, then batches its whole jaxpr again once per vmap.
+
+    The step is Playground's (`n_substeps` of `mjx.step` on the action), each `mjx.step` made of
+    the same `forward` as the reset's and MJX's integrator after it: the forward dynamics, most
+    of what is traced, is traced once per environment. RK4 calls the forward dynamics between
+    its stages: its step is traced whole."""
+    from mujoco import mjx
+    from mujoco.mjx._src import forward as mjx_forward
+    from mujoco.mjx._src.types import IntegratorType
     from mujoco_playground._src import mjx_env
     model, substeps = env.mjx_model, env.n_substeps
-    return (jax.jit(lambda data, action: mjx_env.step(model, data, action, substeps)),
-            jax.jit(lambda data: _forward(model, data)))
+    forward = _Traced(jax.vmap(lambda data: _forward(model, data)))
+    if model.opt.integrator not in (IntegratorType.EULER, IntegratorType.IMPLICITFAST):
+        return _Traced(jax.vmap(lambda data, action: mjx_env.step(model, data, action, substeps))), forward
+
+    def integrate(data):
+        """`mjx.step` on data whose forward dynamics is computed."""
+        with _replaced(mjx_forward, "forward", lambda model, data: data, "mjx.step"):
+            return mjx_forward.step(model, data)
+    integrate = _Traced(jax.vmap(integrate))
+
+    def step(data, action):
+        with _replaced(mjx, "step", lambda model, data: integrate(forward(data)), "substep"):
+            return mjx_env.step(model, data, action, substeps)
+    return _Traced(step), forward
+
+
+def _over_rows(fn, *trees):
+    """`fn` (batched over one leading axis) applied to trees with leaves `[G, B, ...]`, as one
+    batch of `G * B` rows (a reshape, free in XLA)."""
+    lead = jax.tree.leaves(trees[0])[0].shape[:2]
+    out = fn(*jax.tree.map(lambda x: x.reshape((math.prod(lead),) + x.shape[2:]), trees))
+    return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), out)
 
 
 def _data_before_forward(env, key):
@@ -237,7 +283,7 @@ class MJXTaskSet:
         flat = keys.reshape((len(group), -1, keys.shape[-1]))  # [G, B, 2]
         before = [jax.vmap(functools.partial(_data_before_forward, self.envs[i]))(flat[k]) for k, i in enumerate(group)]
         before = jax.tree.map(lambda *xs: jnp.stack(xs), *before)
-        forwarded = jax.vmap(jax.vmap(_dynamics(first)[1]))(before)
+        forwarded = _over_rows(_dynamics(first)[1], before)
         states = []
         for k, i in enumerate(group):
             def task_reset(key, data, env=self.envs[i]):
@@ -259,7 +305,7 @@ class MJXTaskSet:
         """One batched physics call for the group, then each task's own step code."""
         first = self.envs[group[0]]
         acts = jnp.stack([task_action(actions[i], self.action_dims[i]) for i in group])  # [G, E, A]
-        data_next = jax.vmap(jax.vmap(_dynamics(first)[0]))(states.data, acts)
+        data_next = _over_rows(_dynamics(first)[0], states.data, acts)
         out = []
         for k, i in enumerate(group):
             def task_step(state, action, data, env=self.envs[i]):
