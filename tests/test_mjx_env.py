@@ -49,18 +49,24 @@ def test_batched_physics_equals_each_tasks_own_step(taskset):
             np.testing.assert_allclose(step.next_obs[i, :, : own.obs.shape[-1]], own.obs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["PendulumSwingup", "FingerSpin"])
+@pytest.mark.parametrize("name", ["PendulumSwingup", "CheetahRun", "FingerSpin"])
 def test_dynamics_step_equals_playgrounds_step(name):
     """The batched step, rebuilt from the reset's forward and MJX's integrator after it (Euler
-    with 2 substeps; implicit-fast with 4), gives Playground's `mjx_env.step` field for field."""
+    with 2 substeps; Euler with contacts; implicit-fast with 4 substeps), gives Playground's
+    `mjx_env.step` field for field; the reset's forward and the step's share one kept trace."""
     from mujoco_playground._src import mjx_env
 
     from purejaxbrc.envs.mjx import _dynamics, load_task
     env = load_task(name)
+    step, forward = _dynamics(env)
     data = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 3)).data
     action = jax.random.uniform(jax.random.PRNGKey(1), (3, env.action_size), minval=-1, maxval=1)
-    got = jax.jit(lambda d, a: _dynamics(env)[0](d, a))(data, action)
+    jax.jit(forward)(data)
+    kept = len(forward._traces)
+    got = jax.jit(step)(data, action)
+    assert len(forward._traces) == kept  # the step's forward is the one just traced
     want = jax.jit(jax.vmap(lambda d, a: mjx_env.step(env.mjx_model, d, a, env.n_substeps)))(data, action)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(got)):
         np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6, err_msg=f"{name}{jax.tree_util.keystr(path)}")
 

@@ -122,6 +122,7 @@ def _replaced(module, name: str, fn, per: str):
     Every control-suite task's `step` is `physics -> reward -> observation` and its `reset`
     `make data -> mjx.forward -> observation`: substituting the physics lets a group of tasks
     share one batched physics call and still run each task's own code, without copying it here.
+    Likewise `mjx.step` is `forward -> integrator`: the step reuses the reset's forward so.
     """
     original, calls = getattr(module, name), []
 
@@ -167,7 +168,9 @@ class _Traced:
     """`jax.jit(fn)` that keeps its own traces, one per argument types. JAX's trace caches hold
     2048 entries each, and MJX's many inner jitted functions push a large task set's dynamics
     out of them between the training chunk and the evaluation (which then traced `dmc`'s 17
-    physics groups again: 90 s). Called with a kept trace, it costs one equation."""
+    physics groups again: 90 s). Called with a kept trace, it costs one equation. The key is the
+    arguments' types alone (JAX's also holds the trace context: x64, matmul precision, mesh),
+    which this project never changes between traces."""
 
     def __init__(self, fn):
         self._jit, self._traces = jax.jit(fn), {}
@@ -202,14 +205,14 @@ def _dynamics(env):
     if model.opt.integrator not in (IntegratorType.EULER, IntegratorType.IMPLICITFAST):
         return _Traced(jax.vmap(lambda data, action: mjx_env.step(model, data, action, substeps))), forward
 
-    def integrate(data):
+    def integrator(data):
         """`mjx.step` on data whose forward dynamics is computed."""
         with _replaced(mjx_forward, "forward", lambda model, data: data, "mjx.step"):
             return mjx_forward.step(model, data)
-    integrate = _Traced(jax.vmap(integrate))
+    integrate = _Traced(jax.vmap(integrator))
 
     def step(data, action):
-        with _replaced(mjx, "step", lambda model, data: integrate(forward(data)), "substep"):
+        with _replaced(mjx, "step", lambda model, data: integrate(forward(data)), "trace of a substep"):
             return mjx_env.step(model, data, action, substeps)
     return _Traced(step), forward
 
