@@ -71,6 +71,34 @@ def test_dynamics_step_equals_playgrounds_step(name):
         np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6, err_msg=f"{name}{jax.tree_util.keystr(path)}")
 
 
+def _inner_jaxprs(jaxpr):
+    """Every closed jaxpr inside `jaxpr`'s equations (jit, scan and loop bodies), recursively."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+    for eqn in jaxpr.eqns:
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                if isinstance(sub, ClosedJaxpr):
+                    yield sub
+                    yield from _inner_jaxprs(sub.jaxpr)
+                elif isinstance(sub, Jaxpr):
+                    yield from _inner_jaxprs(sub)
+
+
+def test_the_step_reuses_the_traces_of_the_reset(taskset):
+    """Each group's step calls the very forward dynamics the reset traced and kept, and traces
+    no other (a dtype or weak-type mismatch between the reset's data and the carried state
+    would trace MJX's forward dynamics again, once per program)."""
+    from purejaxbrc.envs.mjx import _dynamics
+    state, _ = jax.jit(taskset.reset)(jax.random.PRNGKey(7))
+    forwards = [_dynamics(taskset.envs[g[0]])[1] for g in taskset.groups]
+    kept = [set(f._traces) for f in forwards]
+    step = jax.make_jaxpr(taskset.step)(state, jnp.zeros((3, 2, 1)), jax.random.PRNGKey(8))
+    assert [set(f._traces) for f in forwards] == kept
+    called = {id(j) for j in _inner_jaxprs(step.jaxpr)}
+    for f in forwards:
+        assert any(id(jaxpr.eqns[0].params["jaxpr"]) in called for jaxpr, _ in f._traces.values())
+
+
 def test_a_groups_reset_equals_each_tasks_own_reset(taskset):
     """One batched mjx.forward for a physics group, each task's own reset code around it:
     every field of every task's initial states is bit for bit what the task's own reset gives
