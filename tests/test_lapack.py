@@ -36,14 +36,18 @@ def matrices(shape, seed=0):
 
 @contextlib.contextmanager
 def stock_rules():
-    """JAX's own batching rules, and no traces cached under ours, for the duration."""
+    """JAX's own batching rules, and no traces cached under ours, for the duration (the task
+    sets keep their MJX traces past `jax.clear_caches()`)."""
+    from purejaxbrc.envs.mjx import _dynamics
     lapack.uninstall()
     jax.clear_caches()
+    _dynamics.cache_clear()
     try:
         yield
     finally:
         lapack.install()
         jax.clear_caches()
+        _dynamics.cache_clear()
 
 
 def test_vmapped_calls_equal_one_matrix_at_a_time():

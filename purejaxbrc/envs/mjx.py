@@ -170,7 +170,8 @@ class _Traced:
     out of them between the training chunk and the evaluation (which then traced `dmc`'s 17
     physics groups again: 90 s). Called with a kept trace, it costs one equation. The key is the
     arguments' types alone (JAX's also holds the trace context: x64, matmul precision, mesh),
-    which this project never changes between traces."""
+    which this project never changes between traces. The traces outlive `jax.clear_caches()`:
+    `_dynamics.cache_clear()` drops them."""
 
     def __init__(self, fn):
         self._jit, self._traces = jax.jit(fn), {}
