@@ -114,7 +114,8 @@ def _inline_batching(prim, stock_rule):
 
 def install() -> None:
     """Batch `WORK`'s primitives as described above (idempotent). Programs traced before keep
-    the rules they were traced with until `jax.clear_caches()`."""
+    the rules they were traced with until `jax.clear_caches()` (MJX task sets' kept dynamics:
+    until `purejaxbrc.envs.mjx._dynamics.cache_clear()`)."""
     for prim in WORK:
         if prim not in _STOCK and not getattr(batching.fancy_primitive_batchers[prim], "purejaxbrc_inline", False):
             _STOCK[prim] = batching.fancy_primitive_batchers[prim]
@@ -123,7 +124,8 @@ def install() -> None:
 
 def uninstall() -> None:
     """Give `WORK`'s primitives back JAX's own batching rules (for programs traced from now on:
-    `jax.clear_caches()` drops those traced before)."""
+    `jax.clear_caches()` and `purejaxbrc.envs.mjx._dynamics.cache_clear()` drop those traced
+    before)."""
     for prim, stock_rule in _STOCK.items():
         batching.fancy_primitive_batchers[prim] = stock_rule
     _STOCK.clear()
