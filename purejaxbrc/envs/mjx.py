@@ -180,9 +180,10 @@ class _Traced:
         flat, tree = jax.tree.flatten(args)
         key = (tree, tuple(jax.typeof(x) for x in flat))
         if key not in self._traces:
-            self._traces[key] = jax.make_jaxpr(self._jit, return_shape=True)(*args)
-        jaxpr, shapes = self._traces[key]
-        return jax.tree.unflatten(jax.tree.structure(shapes), jax.extend.core.jaxpr_as_fun(jaxpr)(*flat))
+            jaxpr, shapes = jax.make_jaxpr(self._jit, return_shape=True)(*args)
+            self._traces[key] = jaxpr, jax.tree.structure(shapes)
+        jaxpr, out_tree = self._traces[key]
+        return jax.tree.unflatten(out_tree, jax.extend.core.jaxpr_as_fun(jaxpr)(*flat))
 
 
 @functools.cache
